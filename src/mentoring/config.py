@@ -1,0 +1,227 @@
+"""Typed, strict parameters: one frozen model per ``params.yaml`` section.
+
+``params.yaml`` is the single source of defaults for both runners (DVC and Kubeflow). Every
+section becomes a frozen pydantic model; an unknown key or a wrong type is a :class:`ConfigError`
+that names the section and the key, so a typo never silently falls back to a default.
+
+Example:
+    >>> params = load_params("params.yaml")
+    >>> params.train_baseline.epochs
+    20
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFECT_CLASSES: tuple[str, ...] = ("scratch", "crack", "dent", "stain", "hole", "chip")
+PART_REFS: tuple[str, ...] = ("disc", "plate", "bracket")
+NUISANCES: tuple[str, ...] = ("dust", "reflection", "oil", "machining")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used: the message names the file, section and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(_Section):
+    seed: int = 0  # the one seed every stage derives its random streams from
+    device: str = "cpu"  # torch device for training and inference ("cpu", "cuda", "cuda:1")
+    profile: str = "demo"  # which `line.profiles` entry sets the data set sizes
+    num_threads: int = Field(2, ge=1)  # torch intra-op threads on CPU
+
+
+class SplitSizes(_Section):
+    original_train: int = Field(ge=0)  # fully-labelled images the baseline trains on
+    original_eval: int = Field(ge=0)  # fully-labelled evaluation images, original domain
+    new_pool: int = Field(ge=0)  # unlabelled images of the new domain, to be mined
+    new_eval: int = Field(ge=0)  # fully-labelled evaluation images, new domain
+
+
+class AcquisitionSetup(_Section):
+    """How one domain's camera, lighting and line look. Values are ranges [low, high]."""
+
+    background: tuple[float, float] = (0.08, 0.2)  # background gray level range
+    background_texture: float = Field(0.0, ge=0)  # amplitude of the conveyor-belt stripes
+    gain: tuple[float, float] = (0.85, 1.15)  # global illumination gain
+    gamma: tuple[float, float] = (0.9, 1.1)  # sensor response gamma
+    gradient: tuple[float, float] = (0.0, 0.12)  # amplitude of a linear lighting ramp
+    hot_spot_prob: float = Field(0.1, ge=0, le=1)  # chance of a large specular hot spot
+    noise: tuple[float, float] = (0.005, 0.015)  # camera noise standard deviation
+    blur: tuple[float, float] = (0.0, 0.4)  # gaussian blur sigma (focus), pixels
+    defect_contrast: tuple[float, float] = (0.8, 1.2)  # defect contrast multiplier
+    nuisances: dict[str, float] = Field(default_factory=dict)  # nuisance -> expected count/image
+
+    @model_validator(mode="after")
+    def _known_nuisances(self) -> AcquisitionSetup:
+        unknown = sorted(set(self.nuisances) - set(NUISANCES))
+        if unknown:
+            raise ValueError(f"unknown nuisance(s) {unknown}; known: {list(NUISANCES)}")
+        return self
+
+
+def _default_setups() -> dict[str, AcquisitionSetup]:
+    return {
+        "original": AcquisitionSetup(nuisances={"dust": 0.3, "machining": 0.3}),
+        "new": AcquisitionSetup(
+            background=(0.16, 0.24),
+            background_texture=0.015,
+            gamma=(0.8, 0.95),
+            gradient=(0.05, 0.15),
+            hot_spot_prob=0.2,
+            noise=(0.01, 0.02),
+            blur=(0.2, 0.6),
+            defect_contrast=(0.6, 1.0),
+            nuisances={"dust": 0.4, "reflection": 0.4, "oil": 0.4, "machining": 0.3},
+        ),
+    }
+
+
+class LineParams(_Section):
+    image_size: int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride
+    channels: Literal[1, 3] = 1  # 1 = grayscale camera, 3 = RGB
+    classes: tuple[str, ...] = DEFECT_CLASSES  # defect classes, in output-channel order
+    part_refs: tuple[str, ...] = PART_REFS  # part references made on the line
+    defect_rate: float = Field(0.25, ge=0, le=1)  # fraction of parts with >= 1 defect
+    max_defects: int = Field(3, ge=1)  # most defects on one part
+    cell_min_coverage: float = Field(0.06, gt=0, le=1)  # covered fraction making a cell defective
+    workers: int = Field(0, ge=0)  # generator processes; 0 = one per CPU core
+    profiles: dict[str, SplitSizes] = Field(
+        default_factory=lambda: {
+            "demo": SplitSizes(original_train=1500, original_eval=400, new_pool=1500, new_eval=400),
+            "paper": SplitSizes(
+                original_train=21000, original_eval=3000, new_pool=12000, new_eval=4000
+            ),
+            "tiny": SplitSizes(original_train=48, original_eval=16, new_pool=32, new_eval=16),
+        }
+    )  # named data set sizes; `base.profile` picks one
+    setups: dict[str, AcquisitionSetup] = Field(default_factory=_default_setups)  # domains
+
+    @model_validator(mode="after")
+    def _check(self) -> LineParams:
+        unknown = sorted(set(self.classes) - set(DEFECT_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown defect class(es) {unknown}; known: {list(DEFECT_CLASSES)}")
+        unknown = sorted(set(self.part_refs) - set(PART_REFS))
+        if unknown:
+            raise ValueError(f"unknown part reference(s) {unknown}; known: {list(PART_REFS)}")
+        missing = {"original", "new"} - set(self.setups)
+        if missing:
+            raise ValueError(f"setups must define the domains {sorted(missing)}")
+        return self
+
+
+class ModelParams(_Section):
+    stride: int = Field(8, ge=2)  # output stride: one area (cell) per stride x stride pixels
+    width: int = Field(16, ge=4)  # channels of the first encoder stage (doubles per stage)
+    depth: int = Field(2, ge=1)  # convolutions per encoder stage
+    context_stages: int = Field(1, ge=0)  # extra stages below the output stride (receptive field)
+    prior: float = Field(0.01, gt=0, lt=1)  # initial defect probability (classifier bias init)
+
+    @model_validator(mode="after")
+    def _stride_power_of_two(self) -> ModelParams:
+        if self.stride & (self.stride - 1):
+            raise ValueError(f"stride must be a power of two, got {self.stride}")
+        return self
+
+
+class TrainParams(_Section):
+    epochs: int = Field(20, ge=1)  # passes over the training set
+    batch_size: int = Field(32, ge=1)  # images per batch
+    lr: float = Field(3e-3, gt=0)  # Adam learning rate
+    weight_decay: float = Field(0.0, ge=0)  # Adam L2 penalty
+    augment: bool = True  # random flips and 90-degree rotations (parts have no orientation)
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+
+
+class EvaluateParams(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1)  # class threshold for precision/recall and images
+    batch_size: int = Field(64, ge=1)  # images per inference batch
+    n_examples: int = Field(8, ge=0)  # images per domain in the prediction overlay plot
+
+
+class Params(_Section):
+    base: BaseParams = Field(default_factory=BaseParams)
+    line: LineParams = Field(default_factory=LineParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train_baseline: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        if self.base.profile not in self.line.profiles:
+            raise ValueError(
+                f"base.profile {self.base.profile!r} is not one of line.profiles "
+                f"{sorted(self.line.profiles)}"
+            )
+        if self.line.image_size % self.model.stride:
+            raise ValueError(
+                f"line.image_size {self.line.image_size} is not a multiple of "
+                f"model.stride {self.model.stride}"
+            )
+        return self
+
+    @property
+    def sizes(self) -> SplitSizes:
+        """The split sizes of the active profile."""
+        return self.line.profiles[self.base.profile]
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    where = f"[{loc[0]}]" if loc else "[top level]"
+    key = ".".join(loc[1:])
+    if err["type"] == "extra_forbidden":
+        return f"{where} unknown key {key!r}"
+    got = err.get("input")
+    got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+    return f"{where} {key + ': ' if key else ''}{err['msg']}{got_text}"
+
+
+def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise :class:`ConfigError` naming each bad section/key."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    unknown_sections = sorted(set(data) - set(Params.model_fields))
+    if unknown_sections:
+        raise ConfigError(
+            f"{source}: unknown section(s) {unknown_sections}; known: {sorted(Params.model_fields)}"
+        )
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(dict(e)) for e in exc.errors()]
+        raise ConfigError(f"{source}: invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(
+    path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None
+) -> Params:
+    """Read ``params.yaml`` (missing file = all defaults is an error) and validate it.
+
+    Args:
+        path: the params file.
+        overrides: dotted keys to set after reading, e.g. ``{"base.profile": "tiny"}``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_params(data, source=str(path))

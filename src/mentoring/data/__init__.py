@@ -1,0 +1,1 @@
+"""Data: manifests, image store, torch datasets and samplers."""

@@ -1,0 +1,182 @@
+"""Evaluation per domain: area AP / mAP, precision and recall at a threshold, image-level rates.
+
+Definitions (over one domain's evaluation set):
+
+- **AP of class c**: average precision over every area (cell) of every image, score = predicted
+  probability of c, label = the area ground truth of c (scikit-learn's
+  ``average_precision_score``). **mAP**: the mean over classes with at least one positive area.
+- **precision / recall @ t**: over every (area, class) entry, predicted positive when p >= t.
+- **false-reject rate**: healthy parts (no defective area) with any p >= t, over healthy parts.
+- **escape rate**: defective parts (>= 1 defective area) with no p >= t, over defective parts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, precision_recall_curve
+
+from mentoring.io import write_with
+from mentoring.line.preview import CLASS_COLORS
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64, device: str = "cpu"
+) -> np.ndarray:
+    """(N, C_in, H, W) uint8 images -> (N, C, h, w) float32 probabilities."""
+    model.eval().to(device)
+    out = [
+        torch.sigmoid(model(images[i : i + batch_size].to(device, torch.float32) / 255.0)).cpu()
+        for i in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(out).numpy()
+
+
+def _ratio(num: int, den: int) -> float:
+    return float(num / den) if den else 0.0
+
+
+def area_metrics(
+    probs: np.ndarray, targets: np.ndarray, classes: tuple[str, ...], threshold: float = 0.5
+) -> dict[str, Any]:
+    """Metrics of (N, C, h, w) probabilities against (N, C, h, w) {0,1} area targets.
+
+    Returns:
+        ``map``, ``precision``, ``recall``, ``f1``, ``false_reject_rate``, ``escape_rate``,
+        counts, and ``per_class`` with each class's ``ap`` (None without positives),
+        ``precision``, ``recall`` and ``n_positive``.
+    """
+    if probs.shape != targets.shape:
+        raise ValueError(f"probs {probs.shape} and targets {targets.shape} differ in shape")
+    n, c = probs.shape[:2]
+    if c != len(classes):
+        raise ValueError(f"{c} output channels but {len(classes)} classes")
+    p = probs.transpose(1, 0, 2, 3).reshape(c, -1)
+    t = targets.transpose(1, 0, 2, 3).reshape(c, -1).astype(bool)
+    pred = p >= threshold
+    per_class: dict[str, dict[str, Any]] = {}
+    aps = []
+    for k, name in enumerate(classes):
+        n_pos = int(t[k].sum())
+        ap = float(average_precision_score(t[k], p[k])) if n_pos else None
+        if ap is not None:
+            aps.append(ap)
+        tp_k = int((pred[k] & t[k]).sum())
+        per_class[name] = {
+            "ap": ap,
+            "n_positive": n_pos,
+            "precision": _ratio(tp_k, int(pred[k].sum())),
+            "recall": _ratio(tp_k, n_pos),
+        }
+    tp, n_pred, n_pos_all = int((pred & t).sum()), int(pred.sum()), int(t.sum())
+    precision, recall = _ratio(tp, n_pred), _ratio(tp, n_pos_all)
+    flagged = (probs >= threshold).reshape(n, -1).any(axis=1)
+    defective = targets.reshape(n, -1).any(axis=1)
+    return {
+        "map": float(np.mean(aps)) if aps else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": _ratio(int(2 * tp), n_pred + n_pos_all),
+        "false_reject_rate": _ratio(int((flagged & ~defective).sum()), int((~defective).sum())),
+        "escape_rate": _ratio(int((~flagged & defective).sum()), int(defective.sum())),
+        "n_images": int(n),
+        "n_defective_images": int(defective.sum()),
+        "n_positive_areas": n_pos_all,
+        "n_predicted_areas": n_pred,
+        "threshold": threshold,
+        "per_class": per_class,
+    }
+
+
+def plot_pr_curves(
+    probs: np.ndarray, targets: np.ndarray, classes: tuple[str, ...], title: str, path: str | Path
+) -> Path:
+    """One precision-recall curve per class with positives, AP in the legend."""
+    c = len(classes)
+    p = probs.transpose(1, 0, 2, 3).reshape(c, -1)
+    t = targets.transpose(1, 0, 2, 3).reshape(c, -1).astype(bool)
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    for k, name in enumerate(classes):
+        if not t[k].any():
+            continue
+        prec, rec, _ = precision_recall_curve(t[k], p[k])
+        ap = average_precision_score(t[k], p[k])
+        ax.step(rec, prec, where="post", color=CLASS_COLORS[k % 7], label=f"{name} (AP {ap:.2f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_predictions(
+    images: np.ndarray,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    classes: tuple[str, ...],
+    ids: list[str],
+    threshold: float,
+    title: str,
+    path: str | Path,
+) -> Path:
+    """Images with ground-truth areas (dashed) and predicted areas (solid), per class colour."""
+    n = len(ids)
+    cols = min(4, max(n, 1))
+    rows = int(np.ceil(n / cols)) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.8), squeeze=False)
+    stride = images.shape[-1] // probs.shape[-1]
+    for i in range(rows * cols):
+        ax = axes[i // cols, i % cols]
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        img = images[i]
+        ax.imshow(
+            img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255
+        )
+        for k in range(len(classes)):
+            color = CLASS_COLORS[k % 7]
+            for arr, style in ((targets[i, k] > 0, "--"), (probs[i, k] >= threshold, "-")):
+                if arr.any():
+                    up = np.kron(arr.astype(np.uint8), np.ones((stride, stride), np.uint8))
+                    ax.contour(up, levels=[0.5], colors=[color], linestyles=style, linewidths=1)
+        ax.set_title(ids[i], fontsize=7)
+    handles = [
+        plt.Line2D([], [], color=CLASS_COLORS[k % 7], label=name) for k, name in enumerate(classes)
+    ]
+    handles += [
+        plt.Line2D([], [], color="k", ls="--", label="ground truth"),
+        plt.Line2D([], [], color="k", ls="-", label=f"predicted (p >= {threshold})"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
+def pick_examples(probs: np.ndarray, targets: np.ndarray, n: int, threshold: float) -> list[int]:
+    """Indices of images worth looking at: errors first (FP then FN), then hits."""
+    flagged = (probs >= threshold).reshape(len(probs), -1).any(axis=1)
+    defective = targets.reshape(len(targets), -1).any(axis=1)
+    fp = np.flatnonzero(flagged & ~defective)
+    fn = np.flatnonzero(~flagged & defective)
+    hit = np.flatnonzero(flagged & defective)
+    k = max(n // 3, 1)
+    order = list(fp[:k]) + list(fn[:k]) + list(hit)
+    seen: list[int] = []
+    for i in order:
+        if int(i) not in seen:
+            seen.append(int(i))
+    return seen[:n]

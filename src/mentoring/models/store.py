@@ -1,0 +1,44 @@
+"""Saving and loading a trained segmenter with what is needed to rebuild and use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mentoring.io import write_with
+from mentoring.models.segmenter import Segmenter
+
+
+def save_model(
+    path: str | Path,
+    model: Segmenter,
+    arch: dict[str, Any],
+    classes: tuple[str, ...],
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Atomically save weights, architecture arguments, class names and free-form metadata."""
+    blob = {
+        "arch": arch,
+        "classes": list(classes),
+        "state_dict": model.state_dict(),
+        "meta": meta or {},
+    }
+    write_with(path, lambda tmp: torch.save(blob, tmp))
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[Segmenter, dict[str, Any]]:
+    """Rebuild a saved segmenter in eval mode; return it and its saved record (sans weights)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise ValueError(f"{path}: cannot load model ({exc})") from exc
+    model = Segmenter(**blob["arch"])
+    model.load_state_dict(blob["state_dict"])
+    model.to(device).eval()
+    record = {k: v for k, v in blob.items() if k != "state_dict"}
+    return model, record

@@ -1,0 +1,32 @@
+"""Torch runtime set-up shared by every stage: device, threads, determinism."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from mentoring.config import BaseParams
+
+
+def setup_torch(base: BaseParams) -> str:
+    """Apply ``base`` (threads, deterministic kernels) and return the checked device string.
+
+    Raises:
+        RuntimeError: a CUDA device is asked for and none is available.
+    """
+    torch.set_num_threads(base.num_threads)
+    if base.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"base.device is {base.device!r} but no CUDA device is available")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # some CUDA kernels have no deterministic variant: warn rather than fail on GPU nodes
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True)
+    return base.device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generator (model initialisation draws from it)."""
+    torch.manual_seed(seed)

@@ -1,0 +1,78 @@
+"""Stage ``evaluate``: per-domain metrics and plots of a trained model.
+
+Reads ``base``, ``line`` (classes, coverage), ``model.stride`` and ``evaluate``; writes
+``<results>/metrics.json`` (one entry per domain) and ``<results>/plots/pr_<domain>.png``,
+``<results>/plots/predictions_<domain>.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mentoring.config import Params
+from mentoring.data.dataset import CellDataset
+from mentoring.evaluation import (
+    area_metrics,
+    pick_examples,
+    plot_pr_curves,
+    plot_predictions,
+    predict,
+)
+from mentoring.io import write_json
+from mentoring.models.store import load_model
+from mentoring.runtime import setup_torch
+
+#: the evaluation set of each domain
+EVAL_SPLITS: tuple[tuple[str, str], ...] = (("original", "eval"), ("new", "eval"))
+
+
+def run(
+    params: Params, manifest: Path, model_path: Path, results_dir: Path, name: str = "model"
+) -> dict[str, Any]:
+    """Evaluate ``model_path`` on each domain's evaluation split; return metrics per domain."""
+    device = setup_torch(params.base)
+    model, record = load_model(model_path, device)
+    classes = tuple(record["classes"])
+    if classes != params.line.classes:
+        raise ValueError(
+            f"{model_path}: model classes {list(classes)} differ from "
+            f"line.classes {list(params.line.classes)}"
+        )
+    cfg = params.evaluate
+    metrics: dict[str, Any] = {"model": name, "domains": {}}
+    for domain, split in EVAL_SPLITS:
+        data = CellDataset.from_manifest(
+            manifest, domain, split, classes, params.model.stride, params.line.cell_min_coverage
+        )
+        probs = predict(model, data.split.images, cfg.batch_size, device)
+        targets = data.split.targets.numpy()
+        m = area_metrics(probs, targets, classes, cfg.threshold)
+        metrics["domains"][domain] = m
+        plot_pr_curves(
+            probs,
+            targets,
+            classes,
+            f"{name} · {domain} domain · mAP {m['map']:.3f}",
+            results_dir / "plots" / f"pr_{domain}.png",
+        )
+        if cfg.n_examples:
+            idx = pick_examples(probs, targets, cfg.n_examples, cfg.threshold)
+            plot_predictions(
+                data.split.images.numpy()[idx],
+                probs[idx],
+                targets[idx],
+                classes,
+                [data.split.ids[i] for i in idx],
+                cfg.threshold,
+                f"{name} · {domain} domain",
+                results_dir / "plots" / f"predictions_{domain}.png",
+            )
+    write_json(results_dir / "metrics.json", metrics)
+    return metrics
+
+
+def main() -> None:
+    from mentoring.cli import app
+
+    app(["evaluate"], standalone_mode=True)

@@ -1,0 +1,46 @@
+"""Stage ``line``: render the synthetic production line and its contact sheet.
+
+Reads ``base.seed``, ``base.profile`` and ``line``; writes ``<data>/line/``,
+``<data>/manifests/line.parquet``, ``<results>/metrics.json`` and ``<results>/plots/preview.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mentoring.config import Params
+from mentoring.data.manifest import read_manifest
+from mentoring.io import write_json
+from mentoring.line.generate import generate_line
+from mentoring.line.preview import contact_sheet
+
+
+def run(
+    params: Params,
+    data_dir: Path,
+    results_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Generate the line; return (and write) counts and defect rates per domain and split."""
+    manifest = generate_line(params, data_dir, progress=progress)
+    df = read_manifest(manifest, check_files=False)
+    metrics: dict[str, Any] = {"n_images": len(df), "profile": params.base.profile, "splits": {}}
+    for (domain, split), sub in df.groupby(["domain", "split"], sort=True):
+        metrics["splits"][f"{domain}/{split}"] = {
+            "n_images": len(sub),
+            "defect_rate": float((sub["defect_classes"] != "").mean()),
+            "nuisances_per_image": float(sub["n_nuisances"].mean()),
+        }
+    write_json(results_dir / "metrics.json", metrics)
+    contact_sheet(
+        manifest, results_dir / "plots" / "preview.png", params.line.classes, seed=params.base.seed
+    )
+    return metrics
+
+
+def main() -> None:
+    from mentoring.cli import app
+
+    app(["line", "generate"], standalone_mode=True)

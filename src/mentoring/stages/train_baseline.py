@@ -1,0 +1,106 @@
+"""Stage ``train_baseline``: train the deployed (baseline) segmenter on the original domain.
+
+Reads ``base``, ``line`` (classes, coverage), ``model`` and ``train_baseline``; writes the model
+file, ``<results>/metrics.json``, ``<results>/history.json`` and ``<results>/plots/loss.png``.
+Resumes from ``<checkpoint>`` after a kill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from mentoring.config import Params
+from mentoring.data.dataset import CellDataset
+from mentoring.io import write_json, write_with
+from mentoring.losses import supervised_bce
+from mentoring.models.segmenter import Segmenter
+from mentoring.models.store import save_model
+from mentoring.runtime import seed_everything, setup_torch
+from mentoring.training.loop import EpochStats, fingerprint, train
+
+
+def model_arch(params: Params) -> dict[str, Any]:
+    """Constructor arguments of the segmenter for these params."""
+    return {
+        "in_channels": params.line.channels,
+        "n_classes": len(params.line.classes),
+        "width": params.model.width,
+        "depth": params.model.depth,
+        "stride": params.model.stride,
+        "context_stages": params.model.context_stages,
+        "prior": params.model.prior,
+    }
+
+
+def plot_history(history: list[EpochStats], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot([h.epoch for h in history], [h.loss for h in history], marker="o")
+    ax.set(xlabel="epoch", ylabel="training loss", title=title, yscale="log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def run(
+    params: Params,
+    manifest: Path,
+    model_out: Path,
+    results_dir: Path,
+    checkpoint: Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train the baseline on ``original/train``; return final training metrics."""
+    device = setup_torch(params.base)
+    line, cfg = params.line, params.train_baseline
+    data = CellDataset.from_manifest(
+        manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
+    )
+    seed_everything(params.base.seed)
+    arch = model_arch(params)
+    model = Segmenter(**arch)
+    fp = fingerprint(arch, cfg.model_dump(), params.base.seed, data.split.ids)
+    history = train(
+        model,
+        data.split.images,
+        data.split.targets,
+        cfg,
+        params.base.seed,
+        lambda m, x, y: supervised_bce(m(x), y),
+        checkpoint=checkpoint,
+        fingerprint_value=fp,
+        device=device,
+        show_progress=show_progress,
+        on_epoch=lambda hist: write_json(results_dir / "history.json", [asdict(h) for h in hist]),
+    )
+    save_model(
+        model_out,
+        model,
+        arch,
+        line.classes,
+        meta={"name": "baseline", "fingerprint": fp, "epochs": cfg.epochs},
+    )
+    write_json(results_dir / "history.json", [asdict(h) for h in history])
+    plot_history(history, results_dir / "plots" / "loss.png", "baseline training loss")
+    metrics = {
+        "final_loss": history[-1].loss,
+        "epochs": len(history),
+        "n_images": len(data),
+        "seconds": sum(h.seconds for h in history),
+        "images_per_s": sum(h.images_per_s for h in history) / len(history),
+    }
+    write_json(results_dir / "metrics.json", metrics)
+    return metrics
+
+
+def main() -> None:
+    from mentoring.cli import app
+
+    app(["train"], standalone_mode=True)

@@ -1,0 +1,1 @@
+"""Training: the loop (checkpoints, resume, determinism) and, later, the strategies."""
