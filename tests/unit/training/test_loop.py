@@ -1,0 +1,161 @@
+"""The training loop: augmentation consistency, determinism, checkpoint/resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mentoring.config import TrainParams
+from mentoring.losses import supervised_bce
+from mentoring.models.segmenter import Segmenter
+from mentoring.training.loop import augment, dihedral, fingerprint, train
+
+
+def _data(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 255, (n, 1, 32, 32), generator=g, dtype=torch.uint8)
+    # the target of a cell is a deterministic function of its pixels: bright cells are "defects"
+    cells = images.float().reshape(n, 1, 4, 8, 4, 8).mean(dim=(3, 5))
+    med = cells.flatten(1).median(dim=1).values.reshape(n, 1, 1, 1)
+    targets = (cells > med).to(torch.uint8).repeat(1, 2, 1, 1)
+    return images, targets
+
+
+def _loss(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return supervised_bce(m(x), y)
+
+
+def _model(seed: int = 0) -> Segmenter:
+    torch.manual_seed(seed)
+    return Segmenter(in_channels=1, n_classes=2, width=4, depth=1, stride=8, context_stages=1)
+
+
+CFG = TrainParams(epochs=3, batch_size=8, lr=1e-2)
+
+
+def test_dihedral_gives_eight_distinct_transforms() -> None:
+    x = torch.arange(16.0).reshape(1, 4, 4)
+    outs = {tuple(dihedral(x, k).flatten().tolist()) for k in range(8)}
+    assert len(outs) == 8
+
+
+def test_augment_transforms_image_and_target_alike() -> None:
+    images, targets = _data()
+    aug_i, aug_t = augment(images, targets, torch.Generator().manual_seed(3))
+    cells = aug_i.float().reshape(len(aug_i), 1, 4, 8, 4, 8).mean(dim=(3, 5))
+    # the relation target = f(pixels) must survive the transform
+    for i in range(len(aug_i)):
+        expected = (cells[i, 0] > cells[i, 0].median()).to(torch.uint8)
+        assert torch.equal(aug_t[i, 0], expected)
+    assert not torch.equal(aug_i, images)  # something was transformed
+
+
+def test_same_seed_same_weights() -> None:
+    images, targets = _data()
+    a, b = _model(), _model()
+    train(a, images, targets, CFG, seed=5, loss_fn=_loss, show_progress=False)
+    train(b, images, targets, CFG, seed=5, loss_fn=_loss, show_progress=False)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+def test_training_reduces_loss() -> None:
+    images, targets = _data()
+    hist = train(
+        _model(),
+        images,
+        targets,
+        TrainParams(epochs=6, batch_size=8, lr=1e-2),
+        seed=0,
+        loss_fn=_loss,
+        show_progress=False,
+    )
+    assert hist[-1].loss < hist[0].loss
+    assert [h.epoch for h in hist] == list(range(1, 7))
+
+
+def test_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
+    images, targets = _data()
+    fp = fingerprint("cfg")
+    full = _model()
+    train(
+        full,
+        images,
+        targets,
+        CFG,
+        seed=7,
+        loss_fn=_loss,
+        checkpoint=tmp_path / "a.pt",
+        fingerprint_value=fp,
+        show_progress=False,
+    )
+    # "killed" after epoch 1: the checkpoint of epoch 1 is what is left
+    ck = tmp_path / "b.pt"
+    train(
+        _model(),
+        images,
+        targets,
+        CFG.model_copy(update={"epochs": 1}),
+        seed=7,
+        loss_fn=_loss,
+        checkpoint=ck,
+        fingerprint_value=fp,
+        show_progress=False,
+    )
+    assert torch.load(ck, weights_only=False)["epoch"] == 1
+    resumed = _model(seed=99)  # a different init: the checkpoint must overwrite it
+    hist = train(
+        resumed,
+        images,
+        targets,
+        CFG,
+        seed=7,
+        loss_fn=_loss,
+        checkpoint=ck,
+        fingerprint_value=fp,
+        show_progress=False,
+    )
+    assert [h.epoch for h in hist] == [1, 2, 3]
+    for (k, va), vb in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+def test_checkpoint_of_other_config_is_not_resumed(tmp_path: Path) -> None:
+    images, targets = _data()
+    ck = tmp_path / "c.pt"
+    train(
+        _model(),
+        images,
+        targets,
+        CFG,
+        seed=1,
+        loss_fn=_loss,
+        checkpoint=ck,
+        fingerprint_value="one",
+        show_progress=False,
+    )
+    hist = train(
+        _model(),
+        images,
+        targets,
+        CFG,
+        seed=1,
+        loss_fn=_loss,
+        checkpoint=ck,
+        fingerprint_value="two",
+        show_progress=False,
+    )
+    assert len(hist) == CFG.epochs  # trained from scratch, not resumed at epoch 3
+    assert all(h.seconds > 0 for h in hist)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 1, 2, 2)])
+def test_supervised_bce_matches_formula(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(shape, generator=g)
+    targets = (torch.rand(shape, generator=g) > 0.5).float()
+    p = torch.sigmoid(logits)
+    expected = -(targets * p.log() + (1 - targets) * (1 - p).log()).mean()
+    assert torch.allclose(supervised_bce(logits, targets), expected, atol=1e-6)
