@@ -57,9 +57,9 @@ class Segmenter(nn.Module):
         prior: float = 0.01,
     ) -> None:
         super().__init__()
-        n_down = int(math.log2(stride))
-        if 2**n_down != stride:
-            raise ValueError(f"stride must be a power of two, got {stride}")
+        n_down = int(math.log2(stride)) if stride >= 2 else 0
+        if stride < 2 or 2**n_down != stride:
+            raise ValueError(f"stride must be a power of two >= 2, got {stride}")
         self.stride, self.n_classes, self.in_channels = stride, n_classes, in_channels
         ch = [min(width * 2**i, 8 * width) for i in range(n_down + context_stages)]
         self.stem = _conv(in_channels, ch[0], stride=2)

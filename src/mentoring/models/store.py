@@ -37,8 +37,16 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[Segmenter, dict[s
         blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt file
         raise ValueError(f"{path}: cannot load model ({exc})") from exc
-    model = Segmenter(**blob["arch"])
-    model.load_state_dict(blob["state_dict"])
+    if not isinstance(blob, dict) or not {"arch", "state_dict", "classes"} <= set(blob):
+        raise ValueError(
+            f"{path}: not a mentoring model file (expected arch, classes and "
+            f"state_dict; see mentoring.models.store.save_model)"
+        )
+    try:
+        model = Segmenter(**blob["arch"])
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{path}: weights do not match the saved architecture ({exc})") from exc
     model.to(device).eval()
     record = {k: v for k, v in blob.items() if k != "state_dict"}
     return model, record

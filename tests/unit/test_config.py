@@ -1,0 +1,235 @@
+"""Tests of the typed, strict parameters (src/mentoring/config.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mentoring.config import ConfigError, Params, load_params, parse_params
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PARAMS_YAML = REPO_ROOT / "params.yaml"
+
+
+def test_repo_params_yaml_equals_code_defaults() -> None:
+    params = load_params(PARAMS_YAML)
+    defaults = Params()
+    # section by section first, so a disagreement names the section in the failure
+    for section in Params.model_fields:
+        assert getattr(params, section) == getattr(defaults, section), section
+    assert params == defaults
+
+
+def test_repo_params_yaml_values() -> None:
+    params = load_params(PARAMS_YAML)
+    assert params.train_baseline.epochs == 20
+    assert params.line.classes == ("scratch", "crack", "dent", "stain", "hole", "chip")
+    assert params.sizes == params.line.profiles["demo"]
+    assert set(params.line.setups) == {"original", "new"}
+    assert params.line.setups["new"].nuisances["reflection"] == 0.4
+
+
+def test_unknown_key_names_section_and_key() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"train_baseline": {"lrr": 0.1}})
+    msg = str(exc.value)
+    assert "[train_baseline]" in msg
+    assert "'lrr'" in msg
+    assert "unknown key" in msg
+
+
+def test_unknown_nested_key_names_section_and_path() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"line": {"setups": {"original": {"noyse": [0, 1]}, "new": {}}}})
+    msg = str(exc.value)
+    assert "[line]" in msg
+    assert "noyse" in msg
+
+
+def test_wrong_type_names_key() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"train_baseline": {"epochs": "many"}})
+    msg = str(exc.value)
+    assert "[train_baseline]" in msg
+    assert "epochs" in msg
+    assert "'many'" in msg
+
+
+def test_out_of_range_value_names_key() -> None:
+    with pytest.raises(ConfigError, match=r"\[evaluate\] threshold"):
+        parse_params({"evaluate": {"threshold": 1.5}})
+
+
+def test_unknown_section_is_named() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"trian_baseline": {"epochs": 3}})
+    assert "trian_baseline" in str(exc.value)
+    assert "unknown section" in str(exc.value)
+
+
+def test_source_is_named_in_errors() -> None:
+    with pytest.raises(ConfigError, match=r"^my-params\.yaml:"):
+        parse_params({"model": {"width": "wide"}}, source="my-params.yaml")
+
+
+def test_non_mapping_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_params([1, 2, 3])  # type: ignore[arg-type]
+
+
+def test_empty_mapping_gives_defaults() -> None:
+    assert parse_params({}) == Params()
+    assert parse_params(None) == Params()
+
+
+def test_profile_must_be_a_known_profile() -> None:
+    with pytest.raises(ConfigError, match=r"base\.profile 'huge'"):
+        parse_params({"base": {"profile": "huge"}})
+    # a profile defined in line.profiles is accepted
+    params = parse_params(
+        {
+            "base": {"profile": "huge"},
+            "line": {
+                "profiles": {
+                    "huge": {"original_train": 1, "original_eval": 2, "new_pool": 3, "new_eval": 4}
+                }
+            },
+        }
+    )
+    assert params.sizes.new_eval == 4
+
+
+def test_image_size_must_be_multiple_of_stride() -> None:
+    with pytest.raises(ConfigError, match=r"image_size 100 is not a multiple of model\.stride 8"):
+        parse_params({"line": {"image_size": 100}})
+    with pytest.raises(ConfigError, match="not a multiple"):
+        parse_params({"line": {"image_size": 64}, "model": {"stride": 128}})
+    assert parse_params({"line": {"image_size": 96}, "model": {"stride": 32}}).line.image_size == 96
+
+
+def test_stride_must_be_power_of_two() -> None:
+    with pytest.raises(ConfigError, match=r"\[model\].*power of two"):
+        parse_params({"model": {"stride": 12}})
+
+
+def test_unknown_defect_class_is_an_error() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"line": {"classes": ["scratch", "blob"]}})
+    assert "[line]" in str(exc.value)
+    assert "'blob'" in str(exc.value)
+
+
+def test_unknown_part_ref_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="'gear'"):
+        parse_params({"line": {"part_refs": ["disc", "gear"]}})
+
+
+def test_unknown_nuisance_is_an_error() -> None:
+    setups = {"original": {"nuisances": {"smoke": 1.0}}, "new": {}}
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"line": {"setups": setups}})
+    msg = str(exc.value)
+    assert "'smoke'" in msg
+    assert "setups.original" in msg
+
+
+def test_setups_must_define_both_domains() -> None:
+    with pytest.raises(ConfigError, match="'new'"):
+        parse_params({"line": {"setups": {"original": {}}}})
+
+
+def test_load_params_dotted_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_YAML.read_text())
+    params = load_params(
+        path,
+        overrides={
+            "base.profile": "tiny",
+            "train_baseline.epochs": 3,
+            "line.setups.new.noise": [0.0, 0.001],
+            "evaluate.threshold": 0.3,
+        },
+    )
+    assert params.base.profile == "tiny"
+    assert params.sizes == params.line.profiles["tiny"]
+    assert params.train_baseline.epochs == 3
+    assert params.line.setups["new"].noise == (0.0, 0.001)
+    assert params.evaluate.threshold == 0.3
+    # untouched keys keep the file's values
+    assert params.line.setups["new"].background == (0.16, 0.24)
+    assert params.model == Params().model
+
+
+def test_load_params_override_creates_missing_section(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("base:\n  seed: 3\n")
+    params = load_params(path, overrides={"model.width": 8})
+    assert params.base.seed == 3
+    assert params.model.width == 8
+
+
+def test_load_params_override_is_validated(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_YAML.read_text())
+    with pytest.raises(ConfigError, match=r"\[train_baseline\] unknown key 'lrr'"):
+        load_params(path, overrides={"train_baseline.lrr": 0.1})
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "params.yaml"
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    assert str(path) in str(exc.value)
+    assert "not found" in str(exc.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("base:\n  seed: [1, 2\n  device: cpu\n")
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    assert str(path) in str(exc.value)
+    assert "YAML" in str(exc.value)
+
+
+def test_errors_in_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("model:\n  widht: 8\n")
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    assert str(path) in str(exc.value)
+    assert "[model]" in str(exc.value)
+    assert "'widht'" in str(exc.value)
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    assert load_params(path) == Params()
+
+
+def test_models_are_frozen() -> None:
+    params = Params()
+    with pytest.raises(ValidationError):
+        params.train_baseline.epochs = 5  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        params.base = params.base  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        params.line.setups["new"].hot_spot_prob = 0.9  # type: ignore[misc]
+    assert params.train_baseline.epochs == 20
+
+
+def test_params_file_that_is_not_a_mapping_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml.*mapping"):
+        load_params(path, {"base.seed": 1})
+
+
+def test_override_through_a_value_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("base:\n  seed: 3\n")
+    with pytest.raises(ConfigError, match=r"'base\.seed\.x'.*'base\.seed' is not a section"):
+        load_params(path, {"base.seed.x": 1})
