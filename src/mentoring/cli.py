@@ -26,8 +26,25 @@ from mentoring.config import ConfigError, Params, load_params
 from mentoring.data.dataset import ImageError
 from mentoring.data.manifest import ManifestError
 
+EXAMPLES = """Examples:
+
+`mentoring line generate` renders the line of params.yaml's profile
+
+`mentoring train` trains the baseline on the original domain (resumes after a kill)
+
+`mentoring evaluate` writes per-domain metrics and plots
+
+`mentoring train -S base.profile=tiny -S train_baseline.epochs=2` overrides parameters
+"""
+
 app = typer.Typer(
-    help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False
+    help="Keep a deployed defect-segmentation model accurate while a production line drifts. "
+    "Every pipeline stage is a subcommand; parameters come from params.yaml.",
+    epilog=EXAMPLES,
+    rich_markup_mode="markdown",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 line_app = typer.Typer(help="The synthetic production line.", no_args_is_help=True)
 app.add_typer(line_app, name="line")
@@ -84,6 +101,24 @@ def _bar(description: str) -> Progress:
         console=console,
         disable=not sys.stderr.isatty(),
     )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mentoring import __version__
+
+        out.print(f"mentoring {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """Keep a deployed defect-segmentation model accurate while a production line drifts."""
 
 
 @line_app.command("generate")
