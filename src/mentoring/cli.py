@@ -176,29 +176,129 @@ def line_preview(
 def train_cmd(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="'baseline' (original domain only), or a strategy: scratch, transfer, "
+            "omnia, healthy, dann, oracle, combined with '+' (e.g. transfer+omnia)."
+        ),
+    ] = "baseline",
     manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    model: Annotated[Path, typer.Option(help="Model file to write.")] = Path("models/baseline.pt"),
-    results: Annotated[Path, typer.Option(help="Metrics and plots folder.")] = Path(
-        "results/train_baseline"
+    model: Annotated[
+        Path | None, typer.Option(help="Model file to write [default: models/<strategy>.pt].")
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="Metrics and plots folder [default: "
+            "results/train_baseline or results/train/<strategy>]."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Per-epoch checkpoint, the resume source "
+            "[default: models/checkpoints/<strategy>.pt]."
+        ),
+    ] = None,
+    labels: Annotated[Path, typer.Option(help="Partial labels from `mentoring mentor`.")] = Path(
+        "data/feedback/partial_labels.npz"
     ),
-    checkpoint: Annotated[Path, typer.Option(help="Per-epoch checkpoint (resume source).")] = Path(
-        "models/checkpoints/baseline.pt"
+    baseline: Annotated[Path, typer.Option(help="Baseline model (transfer, omnia).")] = Path(
+        "models/baseline.pt"
     ),
     resume: Annotated[bool, typer.Option(help="Resume from a matching checkpoint.")] = True,
 ) -> None:
-    """Train the baseline segmenter on the original domain (resumes after a kill)."""
-    from mentoring.stages import train_baseline
-
+    """Train the baseline on the original domain, or a new model with a mentoring strategy."""
     p = _params(params, set_)
+    model = model or Path(f"models/{strategy}.pt")
+    checkpoint = checkpoint or Path(f"models/checkpoints/{strategy}.pt")
     if not resume and checkpoint.exists():
         checkpoint.unlink()
-    m = train_baseline.run(
-        p, manifest, model, results, checkpoint, show_progress=sys.stderr.isatty()
-    )
+    show = sys.stderr.isatty()
+    if strategy == "baseline":
+        from mentoring.stages import train_baseline
+
+        m = train_baseline.run(
+            p,
+            manifest,
+            model,
+            results or Path("results/train_baseline"),
+            checkpoint,
+            show_progress=show,
+        )
+    else:
+        from mentoring.stages import train
+
+        m = train.run(
+            p,
+            strategy,
+            manifest,
+            labels,
+            baseline,
+            model,
+            results or Path(f"results/train/{strategy}"),
+            checkpoint,
+            show_progress=show,
+        )
     out.print(
-        f"baseline: {m['epochs']} epochs, final loss {m['final_loss']:.4f}, "
+        f"{strategy}: {m['epochs']} epochs, final loss {m['final_loss']:.4f}, "
         f"{m['images_per_s']:.0f} images/s -> {model}"
     )
+
+
+@app.command("mine")
+@_friendly
+def mine_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+    model: Annotated[Path, typer.Option(help="The deployed model that mines.")] = Path(
+        "models/baseline.pt"
+    ),
+    tasks: Annotated[Path, typer.Option(help="Mining tasks to write.")] = Path(
+        "data/mining/tasks.json"
+    ),
+    results: Annotated[Path, typer.Option(help="Metrics folder.")] = Path("results/mine"),
+) -> None:
+    """Pick the new-domain images with detected areas (or another heuristic) for operators."""
+    from mentoring.stages import mine
+
+    p = _params(params, set_)
+    m = mine.run(p, manifest, model, tasks, results)
+    out.print(
+        f"mined {m['n_mined']} of {m['n_pool']} images ({m['n_areas']} detected areas, "
+        f"heuristic {m['heuristic']}) -> {tasks}"
+    )
+
+
+@app.command("mentor")
+@_friendly
+def mentor_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+    tasks: Annotated[Path, typer.Option(help="Mining tasks.")] = Path("data/mining/tasks.json"),
+    feedback: Annotated[Path, typer.Option(help="Folder of feedback files (*.json).")] = Path(
+        "data/feedback"
+    ),
+    labels: Annotated[Path, typer.Option(help="Partial labels to write.")] = Path(
+        "data/feedback/partial_labels.npz"
+    ),
+    results: Annotated[Path, typer.Option(help="Metrics folder.")] = Path("results/mentor"),
+) -> None:
+    """Operator feedback -> partial labels (simulated operator or imported files, per params)."""
+    from mentoring.stages import mentor
+
+    p = _params(params, set_)
+    m = mentor.run(p, manifest, tasks, feedback, labels, results)
+    out.print(
+        f"{m['n_images']} images: {m['n_confirmed']} areas confirmed "
+        f"({m['n_corrected']} with a corrected class), {m['n_infirmed']} infirmed, "
+        f"{m['n_healthy_images']} images flagged healthy -> {labels}"
+    )
+    for c in m["conflicts"]:
+        console.print(f"[yellow]conflict:[/] {escape(c)}")
 
 
 @app.command("evaluate")
@@ -219,6 +319,9 @@ def evaluate_cmd(
     from mentoring.stages import evaluate
 
     p = _params(params, set_)
+    results = results or Path(
+        "results/evaluate_baseline" if name == "baseline" else f"results/evaluate/{name}"
+    )
     m = evaluate.run(p, manifest, model, results, name)
     table = Table(
         "domain",
@@ -240,6 +343,61 @@ def evaluate_cmd(
         )
     out.print(table)
     out.print(f"metrics: {results / 'metrics.json'}  plots: {results / 'plots'}/")
+
+
+experiment_app = typer.Typer(help="Experiments (the paper's Table 1).", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("table1")
+@_friendly
+def table1_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    seeds: Annotated[
+        int, typer.Option(help="Number of seeds (base.seed, base.seed + 1, ...).")
+    ] = 1,
+    data: Annotated[
+        Path, typer.Option(help="Data root (the line is generated if missing).")
+    ] = Path("data"),
+    workdir: Annotated[Path, typer.Option(help="Models and per-variant results.")] = Path(
+        "results/table1/work"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="table1.json, table1.md, plots.")] = Path(
+        "results/table1"
+    ),
+) -> None:
+    """Reproduce the paper's Table 1: baseline, w/ new data, each fix, combinations, oracle."""
+    from mentoring.experiments.table1 import plot_tsne, report, run_seed, seed_dir
+    from mentoring.stages import line
+
+    p = _params(params, set_)
+    manifest = data / "manifests" / "line.parquet"
+    if not manifest.exists():
+        line.run(p, data, Path("results/line"))
+    per_seed = {}
+    for k in range(seeds):
+        ps = p.model_copy(update={"base": p.base.model_copy(update={"seed": p.base.seed + k})})
+        res = run_seed(
+            ps,
+            manifest,
+            workdir,
+            log=lambda msg: console.print(escape(msg)),
+            show_progress=sys.stderr.isatty(),
+        )
+        per_seed[ps.base.seed] = res["evaluations"]
+    first = seed_dir(workdir, p.base.seed) / "models"
+    tsne_models = {
+        v: first / f"{v}.pt" for v in ("scratch", "scratch+dann") if (first / f"{v}.pt").exists()
+    }
+    sep = (
+        plot_tsne(tsne_models, p, manifest, out_dir / "plots" / "tsne.png", seed=p.base.seed)
+        if tsne_models
+        else None
+    )
+    report(per_seed, out_dir, sep)
+    out.print((out_dir / "table1.md").read_text())
+    out.print(f"written: {out_dir / 'table1.json'}, {out_dir / 'table1.md'}, {out_dir / 'plots'}/")
 
 
 if __name__ == "__main__":  # pragma: no cover

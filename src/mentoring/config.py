@@ -32,7 +32,7 @@ class _Section(BaseModel):
 
 
 class BaseParams(_Section):
-    seed: int = 0  # the one seed every stage derives its random streams from
+    seed: int = 0  # training, mining and simulation randomness (line.seed picks the data)
     device: str = "cpu"  # torch device for training and inference ("cpu", "cuda", "cuda:1")
     profile: str = "demo"  # which `line.profiles` entry sets the data set sizes
     num_threads: int = Field(2, ge=1)  # torch intra-op threads on CPU
@@ -85,6 +85,7 @@ def _default_setups() -> dict[str, AcquisitionSetup]:
 
 
 class LineParams(_Section):
+    seed: int = 0  # which synthetic line: the data set's seed, apart from training's base.seed
     image_size: int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride
     channels: Literal[1, 3] = 1  # 1 = grayscale camera, 3 = RGB
     classes: tuple[str, ...] = DEFECT_CLASSES  # defect classes, in output-channel order
@@ -135,10 +136,71 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     epochs: int = Field(20, ge=1)  # passes over the training set
     batch_size: int = Field(32, ge=1)  # images per batch
-    lr: float = Field(3e-3, gt=0)  # Adam learning rate
+    lr: float = Field(3e-3, gt=0)  # Adam peak learning rate
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: 1-epoch warm-up, decay to 1%
     weight_decay: float = Field(0.0, ge=0)  # Adam L2 penalty
     augment: bool = True  # random flips and 90-degree rotations (parts have no orientation)
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+
+
+STRATEGY_FLAGS: tuple[str, ...] = ("scratch", "transfer", "omnia", "healthy", "dann", "oracle")
+
+
+def parse_strategy(name: str) -> frozenset[str]:
+    """``"transfer+omnia"`` -> {"transfer", "omnia"}; checks names and exclusive choices."""
+    parts = frozenset(p.strip() for p in name.split("+") if p.strip())
+    unknown = sorted(parts - set(STRATEGY_FLAGS))
+    if not parts or unknown:
+        raise ValueError(
+            f"unknown strategy part(s) {unknown or [name]} in {name!r}; "
+            f"combine with '+': {list(STRATEGY_FLAGS)}"
+        )
+    if {"scratch", "transfer"} <= parts:
+        raise ValueError(f"strategy {name!r}: 'scratch' and 'transfer' exclude each other")
+    if "oracle" in parts and parts & {"omnia", "healthy"}:
+        raise ValueError(
+            f"strategy {name!r}: the oracle is fully labelled; omnia/healthy add nothing"
+        )
+    return parts
+
+
+class MineParams(_Section):
+    heuristic: Literal["detections", "uncertainty", "entropy"] = "detections"  # paper: detections
+    threshold: float = Field(0.5, gt=0, lt=1)  # class threshold of a detected area
+    margin: float = Field(0.2, gt=0, lt=0.5)  # uncertainty heuristic: |p - threshold| <= margin
+    budget: int | None = Field(None, ge=1)  # most images to mine; None = every image of interest
+    batch_size: int = Field(64, ge=1)  # images per inference batch
+
+
+class MentorParams(_Section):
+    source: Literal["simulate", "import"] = "simulate"  # simulated operator or real feedback files
+    min_overlap: float = Field(0.2, gt=0, le=1)  # area cells on true defects to confirm it
+    error_rate: float = Field(0.02, ge=0, le=1)  # chance the simulated operator clicks wrong
+    healthy_flag_rate: float = Field(0.5, ge=0, le=1)  # truly healthy mined images flagged healthy
+    correct_classes: bool = True  # the operator may correct a confirmed area's class
+
+
+class MentoredTrainParams(TrainParams):
+    lambda_w: float = Field(1.0, ge=0)  # weight of the masked loss L_W in eq. (3)
+    new_fraction: float = Field(0.5, gt=0, lt=1)  # share of mentored images per batch (1:1)
+    omnia_epsilon: float = Field(0.01, gt=0, lt=1)  # OMNIA-like: baseline p < eps -> healthy
+    dann_weight: float = Field(0.1, ge=0)  # weight of the domain loss
+    dann_gamma: float = Field(10.0, gt=0)  # GRL ramp 2/(1+exp(-gamma p)) - 1
+    strategies: tuple[str, ...] = (
+        "scratch",
+        "transfer",
+        "scratch+omnia",
+        "scratch+healthy",
+        "scratch+dann",
+        "transfer+omnia+healthy",
+        "oracle",
+    )  # variants trained by the pipeline (the Table 1 rows)
+
+    @model_validator(mode="after")
+    def _check_strategies(self) -> MentoredTrainParams:
+        for name in self.strategies:
+            parse_strategy(name)
+        return self
 
 
 class EvaluateParams(_Section):
@@ -153,6 +215,9 @@ class Params(_Section):
     model: ModelParams = Field(default_factory=ModelParams)
     train_baseline: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    mine: MineParams = Field(default_factory=MineParams)
+    mentor: MentorParams = Field(default_factory=MentorParams)
+    train: MentoredTrainParams = Field(default_factory=MentoredTrainParams)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:

@@ -99,6 +99,28 @@ def load_split(
     return Split(list(df["image_id"]), torch.from_numpy(images), torch.from_numpy(targets))
 
 
+def load_images(df: pd.DataFrame, root: Path) -> torch.Tensor:
+    """Decode only the images of manifest rows ``df``: (N, C_in, H, W) uint8 (no masks needed)."""
+    if df.empty:
+        raise ValueError("no images to load (empty selection of the manifest)")
+    first = df.iloc[0]
+    h, w, ch = int(first["height"]), int(first["width"]), int(first["channels"])
+    out = np.empty((len(df), ch, h, w), np.uint8)
+    for i, path in enumerate(df["path"].astype(str)):
+        out[i] = read_image(root / path, ch, (h, w))
+    return torch.from_numpy(out)
+
+
+def rows_by_id(df: pd.DataFrame, ids: list[str], source: str = "manifest") -> pd.DataFrame:
+    """Manifest rows of ``ids``, in that order; an unknown id is an error listing them all."""
+    indexed = df.set_index("image_id", drop=False)
+    missing = [i for i in ids if i not in indexed.index]
+    if missing:
+        more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
+        raise ValueError(f"{source}: {len(missing)} image id(s) not found: {missing[:10]}{more}")
+    return indexed.loc[ids].reset_index(drop=True)
+
+
 class CellDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Items are ``(image (C_in, H, W) uint8, target (C, h, w) uint8)``."""
 

@@ -61,7 +61,7 @@ def _render_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for i in job["indices"]:
         rng = np.random.default_rng(
-            [params.base.seed, _DOMAIN_CODE.get(domain, 2), _SPLIT_CODE.get(split, 3), i]
+            [params.line.seed, _DOMAIN_CODE.get(domain, 2), _SPLIT_CODE.get(split, 3), i]
         )
         r = render(
             canvas,
@@ -110,7 +110,7 @@ def generate_line(
     """Render every split of the active profile into ``data_dir``; return the manifest path.
 
     Args:
-        params: validated parameters (``base.seed``, ``base.profile``, ``line``).
+        params: validated parameters (``base.profile`` and ``line``, whose ``seed`` picks the line).
         data_dir: the data root; ``line/`` and ``manifests/line.parquet`` are written in it.
         progress: called as ``progress(done, total)`` after each chunk of images.
     """

@@ -79,9 +79,9 @@ class Segmenter(nn.Module):
         nn.init.constant_(self.classifier.bias, -math.log((1 - prior) / prior))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, H, W) images -> (N, feature_channels, H/stride, W/stride) features."""
+        """(N, C_in, H, W) images in [0, 1] -> (N, feature_channels, H/stride, W/stride)."""
         skips = []
-        x = self.stem(x)
+        x = self.stem(x - 0.5)
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
@@ -97,4 +97,4 @@ class Segmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) images in [0, 1] -> (N, n_classes, H/stride, W/stride) logits."""
-        return self.head(self.features(x - 0.5))
+        return self.head(self.features(x))

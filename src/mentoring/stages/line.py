@@ -1,6 +1,6 @@
 """Stage ``line``: render the synthetic production line and its contact sheet.
 
-Reads ``base.seed``, ``base.profile`` and ``line``; writes ``<data>/line/``,
+Reads ``base.profile`` and ``line`` (``line.seed`` picks the line); writes ``<data>/line/``,
 ``<data>/manifests/line.parquet``, ``<results>/metrics.json`` and ``<results>/plots/preview.png``.
 """
 
@@ -35,7 +35,7 @@ def run(
         }
     write_json(results_dir / "metrics.json", metrics)
     contact_sheet(
-        manifest, results_dir / "plots" / "preview.png", params.line.classes, seed=params.base.seed
+        manifest, results_dir / "plots" / "preview.png", params.line.classes, seed=params.line.seed
     )
     return metrics
 

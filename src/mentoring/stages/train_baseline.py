@@ -15,8 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import torch
 
 from mentoring.config import Params
+from mentoring.data.batch import Batch, SingleSource
 from mentoring.data.dataset import CellDataset
 from mentoring.io import write_json, write_with
 from mentoring.losses import supervised_bce
@@ -67,13 +69,18 @@ def run(
     arch = model_arch(params)
     model = Segmenter(**arch)
     fp = fingerprint(arch, cfg.model_dump(), params.base.seed, data.split.ids)
+    source = SingleSource(data.split.images, data.split.targets, cfg.batch_size, cfg.augment)
+
+    def loss_fn(batch: Batch, _progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        return supervised_bce(model(batch.images), batch.targets), {}
+
     history = train(
         model,
-        data.split.images,
-        data.split.targets,
+        source,
+        loss_fn,
         cfg,
         params.base.seed,
-        lambda m, x, y: supervised_bce(m(x), y),
+        description="baseline",
         checkpoint=checkpoint,
         fingerprint_value=fp,
         device=device,

@@ -128,8 +128,8 @@ def test_seed_changes_images(tmp_path: Path, line_one) -> None:
     sizes = {"original_train": 3, "original_eval": 0, "new_pool": 0, "new_eval": 0}
     params = parse_params(
         {
-            "base": {"profile": "small", "seed": 1},
-            "line": {"workers": 1, "profiles": {"small": sizes}},
+            "base": {"profile": "small"},
+            "line": {"seed": 1, "workers": 1, "profiles": {"small": sizes}},
         }
     )
     df = read_manifest(generate_line(params, tmp_path))

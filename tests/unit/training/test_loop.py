@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mentoring.config import TrainParams
+from mentoring.data.batch import Batch, SingleSource, augment, dihedral
 from mentoring.losses import supervised_bce
 from mentoring.models.segmenter import Segmenter
-from mentoring.training.loop import augment, dihedral, fingerprint, train
+from mentoring.training.loop import fingerprint, train
 
 
 def _data(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,8 +24,19 @@ def _data(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
     return images, targets
 
 
-def _loss(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return supervised_bce(m(x), y)
+def _run(
+    model: Segmenter,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainParams,
+    seed: int,
+    **kw: object,
+) -> list:
+    def loss(batch: Batch, _p: float) -> tuple[torch.Tensor, dict[str, float]]:
+        return supervised_bce(model(batch.images), batch.targets), {}
+
+    source = SingleSource(images, targets, cfg.batch_size, cfg.augment)
+    return train(model, source, loss, cfg, seed, show_progress=False, **kw)  # type: ignore[arg-type]
 
 
 def _model(seed: int = 0) -> Segmenter:
@@ -43,7 +55,7 @@ def test_dihedral_gives_eight_distinct_transforms() -> None:
 
 def test_augment_transforms_image_and_target_alike() -> None:
     images, targets = _data()
-    aug_i, aug_t = augment(images, targets, torch.Generator().manual_seed(3))
+    aug_i, aug_t = augment(torch.Generator().manual_seed(3), images, targets)
     cells = aug_i.float().reshape(len(aug_i), 1, 4, 8, 4, 8).mean(dim=(3, 5))
     # the relation target = f(pixels) must survive the transform
     for i in range(len(aug_i)):
@@ -55,23 +67,15 @@ def test_augment_transforms_image_and_target_alike() -> None:
 def test_same_seed_same_weights() -> None:
     images, targets = _data()
     a, b = _model(), _model()
-    train(a, images, targets, CFG, seed=5, loss_fn=_loss, show_progress=False)
-    train(b, images, targets, CFG, seed=5, loss_fn=_loss, show_progress=False)
+    _run(a, images, targets, CFG, 5)
+    _run(b, images, targets, CFG, 5)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
 
 
 def test_training_reduces_loss() -> None:
     images, targets = _data()
-    hist = train(
-        _model(),
-        images,
-        targets,
-        TrainParams(epochs=6, batch_size=8, lr=1e-2),
-        seed=0,
-        loss_fn=_loss,
-        show_progress=False,
-    )
+    hist = _run(_model(), images, targets, TrainParams(epochs=6, batch_size=8, lr=1e-2), 0)
     assert hist[-1].loss < hist[0].loss
     assert [h.epoch for h in hist] == list(range(1, 7))
 
@@ -80,43 +84,21 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
     images, targets = _data()
     fp = fingerprint("cfg")
     full = _model()
-    train(
-        full,
-        images,
-        targets,
-        CFG,
-        seed=7,
-        loss_fn=_loss,
-        checkpoint=tmp_path / "a.pt",
-        fingerprint_value=fp,
-        show_progress=False,
-    )
+    _run(full, images, targets, CFG, 7, checkpoint=tmp_path / "a.pt", fingerprint_value=fp)
     # "killed" after epoch 1: the checkpoint of epoch 1 is what is left
     ck = tmp_path / "b.pt"
-    train(
+    _run(
         _model(),
         images,
         targets,
         CFG.model_copy(update={"epochs": 1}),
-        seed=7,
-        loss_fn=_loss,
+        7,
         checkpoint=ck,
         fingerprint_value=fp,
-        show_progress=False,
     )
     assert torch.load(ck, weights_only=False)["epoch"] == 1
     resumed = _model(seed=99)  # a different init: the checkpoint must overwrite it
-    hist = train(
-        resumed,
-        images,
-        targets,
-        CFG,
-        seed=7,
-        loss_fn=_loss,
-        checkpoint=ck,
-        fingerprint_value=fp,
-        show_progress=False,
-    )
+    hist = _run(resumed, images, targets, CFG, 7, checkpoint=ck, fingerprint_value=fp)
     assert [h.epoch for h in hist] == [1, 2, 3]
     for (k, va), vb in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
@@ -125,28 +107,8 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
 def test_checkpoint_of_other_config_is_not_resumed(tmp_path: Path) -> None:
     images, targets = _data()
     ck = tmp_path / "c.pt"
-    train(
-        _model(),
-        images,
-        targets,
-        CFG,
-        seed=1,
-        loss_fn=_loss,
-        checkpoint=ck,
-        fingerprint_value="one",
-        show_progress=False,
-    )
-    hist = train(
-        _model(),
-        images,
-        targets,
-        CFG,
-        seed=1,
-        loss_fn=_loss,
-        checkpoint=ck,
-        fingerprint_value="two",
-        show_progress=False,
-    )
+    _run(_model(), images, targets, CFG, 1, checkpoint=ck, fingerprint_value="one")
+    hist = _run(_model(), images, targets, CFG, 1, checkpoint=ck, fingerprint_value="two")
     assert len(hist) == CFG.epochs  # trained from scratch, not resumed at epoch 3
     assert all(h.seconds > 0 for h in hist)
 

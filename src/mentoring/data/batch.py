@@ -1,0 +1,141 @@
+"""Training batches and the sources that draw them, with explicit annotation masks.
+
+A :class:`Batch` mixes fully-labelled original images (``annotated`` all True, ``domain`` 0) and
+mentored new images (``annotated`` from operator feedback, ``domain`` 1). Sources draw one epoch
+of batches from a seeded generator, augmenting images, targets and masks alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from mentoring.data.sampler import BalancedBatchSampler
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch.
+
+    Attributes:
+        images: (N, C_in, H, W) float32 in [0, 1].
+        targets: (N, C, h, w) float32 in {0, 1}; meaningful only where ``annotated``.
+        annotated: (N, C, h, w) bool; False entries are never backpropagated.
+        domain: (N,) int64, 0 = original (fully labelled), 1 = new (mentored).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    annotated: torch.Tensor
+    domain: torch.Tensor
+
+    def to(self, device: str) -> Batch:
+        return Batch(
+            self.images.to(device),
+            self.targets.to(device),
+            self.annotated.to(device),
+            self.domain.to(device),
+        )
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Apply the k-th of the 8 flips/rotations of the square to (..., H, W) tensors."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def augment(gen: torch.Generator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One random dihedral transform per sample, the same for every tensor (image, target...)."""
+    ks = torch.randint(0, 8, (tensors[0].shape[0],), generator=gen)
+    outs = [t.clone() for t in tensors]
+    for k in ks.unique().tolist():
+        sel = ks == k
+        for src, dst in zip(tensors, outs, strict=True):
+            dst[sel] = dihedral(src[sel], k)
+    return tuple(outs)
+
+
+def _make(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    annotated: torch.Tensor,
+    domain: torch.Tensor,
+    gen: torch.Generator,
+    aug: bool,
+) -> Batch:
+    if aug:
+        images, targets, annotated = augment(gen, images, targets, annotated)
+    return Batch(images.float() / 255.0, targets.float(), annotated, domain)
+
+
+class SingleSource:
+    """Shuffled batches of one fully-labelled set (uint8 images and targets)."""
+
+    def __init__(
+        self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, augment: bool = True
+    ) -> None:
+        self.images, self.targets = images, targets
+        self.batch_size, self.augment = batch_size, augment
+
+    def steps(self) -> int:
+        return (len(self.images) + self.batch_size - 1) // self.batch_size
+
+    def epoch(self, gen: torch.Generator) -> Iterator[Batch]:
+        order = torch.randperm(len(self.images), generator=gen)
+        for b in range(self.steps()):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            y = self.targets[idx]
+            yield _make(
+                self.images[idx],
+                y,
+                torch.ones_like(y, dtype=torch.bool),
+                torch.zeros(len(idx), dtype=torch.long),
+                gen,
+                self.augment,
+            )
+
+
+class BalancedSource:
+    """Batches mixing original and mentored images at a fixed ratio (1:1 by default).
+
+    The paper balances batches because mentored images carry a higher loss (their annotated
+    areas are defects or false positives, rarely background): a varying share of them would make
+    the gradient strength jump from batch to batch. An epoch holds as many images as the
+    original set (so it costs what a baseline epoch costs): with a 1:1 ratio, half of the
+    original images and as many mentored ones, each drawn from successive shuffles.
+    """
+
+    def __init__(
+        self,
+        orig_images: torch.Tensor,
+        orig_targets: torch.Tensor,
+        new_images: torch.Tensor,
+        new_targets: torch.Tensor,
+        new_annotated: torch.Tensor,
+        batch_size: int,
+        new_fraction: float = 0.5,
+        augment: bool = True,
+    ) -> None:
+        self.oi, self.ot = orig_images, orig_targets
+        self.ni, self.nt, self.na = new_images, new_targets, new_annotated
+        self.sampler = BalancedBatchSampler(
+            len(orig_images), len(new_images), batch_size, new_fraction
+        )
+        self.augment = augment
+
+    def steps(self) -> int:
+        return len(self.sampler)
+
+    def epoch(self, gen: torch.Generator) -> Iterator[Batch]:
+        for ia, ib in self.sampler.epoch(gen):
+            yo = self.ot[ia]
+            images = torch.cat([self.oi[ia], self.ni[ib]])
+            targets = torch.cat([yo, self.nt[ib]])
+            annotated = torch.cat([torch.ones_like(yo, dtype=torch.bool), self.na[ib]])
+            domain = torch.cat(
+                [torch.zeros(len(ia), dtype=torch.long), torch.ones(len(ib), dtype=torch.long)]
+            )
+            yield _make(images, targets, annotated, domain, gen, self.augment)

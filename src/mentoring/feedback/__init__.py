@@ -1,0 +1,1 @@
+"""Operator feedback: schema, store, simulated operator, import into partial labels."""

@@ -1,0 +1,133 @@
+"""Versioned JSON schemas of mining tasks and operator feedback (pydantic models).
+
+``tasks.json`` (written by ``mentoring mine``)::
+
+    {"schema_version": 1, "model": {"name": "baseline", "path": "...", "sha256": "..."},
+     "heuristic": "detections", "threshold": 0.5, "stride": 8, "grid": [16, 16],
+     "classes": ["scratch", ...], "created_at": "...",
+     "images": [{"image_id": "new-pool-000012", "path": "line/new/pool/images/...png",
+                 "score": 0.93,
+                 "areas": [{"area_id": "new-pool-000012/stain/0", "class": "stain",
+                            "cells": [[3, 4], [3, 5]], "bbox": [32, 24, 48, 32],
+                            "score": 0.93}]}]}
+
+A feedback file (``data/feedback/*.json``, from the web interface or the simulated operator)::
+
+    {"schema_version": 1, "tasks_sha256": "...",
+     "items": [{"image_id": "new-pool-000012", "operator": "op-7",
+                "timestamp": "2026-11-24T10:00:00Z", "healthy": null,
+                "areas": [{"area_id": "new-pool-000012/stain/0", "verdict": "healthy",
+                           "corrected_class": null}]}]}
+
+``verdict`` is ``defect`` (the operator confirms the area) or ``healthy`` (infirms it);
+``corrected_class`` optionally names the right class of a confirmed area; ``healthy: true`` flags
+the whole image healthy (healthy knowledge).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+class FeedbackError(ValueError):
+    """Feedback or tasks that cannot be used; the message names the file and the ids."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ModelRef(_Strict):
+    name: str  # e.g. "baseline" or a registry version
+    path: str  # where the model file was read
+    sha256: str  # of the model file: ties tasks to the exact model that mined them
+
+
+class TaskArea(_Strict):
+    area_id: str
+    cls: str = Field(alias="class")
+    cells: list[tuple[int, int]]  # (row, col) grid cells
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, exclusive end
+    score: float
+
+
+class TaskImage(_Strict):
+    image_id: str
+    path: str  # relative to the data root
+    score: float  # the mining heuristic's score
+    areas: list[TaskArea]
+
+
+class MiningTasks(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    model: ModelRef
+    heuristic: str
+    threshold: float
+    stride: int
+    grid: tuple[int, int]  # (h, w) cells per image
+    classes: list[str]
+    created_at: datetime
+    images: list[TaskImage]
+
+
+class AreaVerdict(_Strict):
+    area_id: str
+    verdict: Literal["defect", "healthy"]
+    corrected_class: str | None = None  # for a confirmed area detected with the wrong class
+
+
+class ImageFeedback(_Strict):
+    image_id: str
+    operator: str
+    timestamp: datetime
+    healthy: bool | None = None  # True: the operator flags the whole image healthy
+    areas: list[AreaVerdict] = Field(default_factory=list)
+
+
+class FeedbackFile(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tasks_sha256: str | None = None  # sha256 of the tasks.json the feedback answers
+    items: list[ImageFeedback]
+
+
+def _read(path: Path, model: type[BaseModel]) -> BaseModel:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FeedbackError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise FeedbackError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
+        more = f"\n  ... {exc.error_count() - 10} more" if exc.error_count() > 10 else ""
+        raise FeedbackError(
+            f"{path}: invalid {model.__name__}:\n  " + "\n  ".join(lines) + more
+        ) from None
+
+
+def read_tasks(path: str | Path) -> MiningTasks:
+    """Read and validate a ``tasks.json``."""
+    tasks = _read(Path(path), MiningTasks)
+    assert isinstance(tasks, MiningTasks)
+    return tasks
+
+
+def read_feedback(path: str | Path) -> FeedbackFile:
+    """Read and validate one feedback file."""
+    fb = _read(Path(path), FeedbackFile)
+    assert isinstance(fb, FeedbackFile)
+    return fb
+
+
+def dump(model: BaseModel) -> str:
+    """Canonical JSON text of a schema object (aliases, sorted keys)."""
+    return json.dumps(model.model_dump(mode="json", by_alias=True), indent=1, sort_keys=True)

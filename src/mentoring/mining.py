@@ -1,0 +1,186 @@
+"""Mining: find the detected areas of images and pick the images operators should see.
+
+**Area extraction**: the detected areas of an image are the connected groups (8-connectivity) of
+cells of one class whose probability is >= the class threshold; each has an id, a class, its
+cells, a bounding box in pixels and a score (its highest cell probability).
+
+**Heuristics** are small classes with one ``score(probs) -> scores`` method (style rule 7): they
+map (N, C, h, w) probabilities to one (N,) score per image; an image with score <= 0 is not of
+interest. ``detections`` is the paper's (any detected area is of interest: defects are rare, and
+false positives are what we need to learn from); ``uncertainty`` and ``entropy`` are the more
+elaborate alternatives the paper mentions.
+
+Example:
+    >>> areas = extract_areas(probs[0], ("scratch", "crack"), 0.5, stride=8, image_id="img-1")
+    >>> picked = mine(probs, Detections(0.5), budget=100, seed=0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy import ndimage
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Area:
+    """A detected area: connected cells of one class at or above its threshold.
+
+    Attributes:
+        area_id: ``<image_id>/<class>/<k>``, unique within the image.
+        cls: class name.
+        cells: (row, col) of each cell of the area, row-major order.
+        bbox: (x0, y0, x1, y1) in pixels, x1/y1 exclusive.
+        score: the highest probability of the class over the area's cells.
+    """
+
+    area_id: str
+    cls: str
+    cells: tuple[tuple[int, int], ...]
+    bbox: tuple[int, int, int, int]
+    score: float
+
+
+def _thresholds(thresholds: float | Sequence[float], n: int) -> np.ndarray:
+    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float32), (n,))
+    return t.astype(np.float32)
+
+
+def extract_areas(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    thresholds: float | Sequence[float],
+    stride: int,
+    image_id: str,
+) -> list[Area]:
+    """Detected areas of one image from its (C, h, w) probabilities."""
+    c, _, _ = probs.shape
+    t = _thresholds(thresholds, c)
+    areas: list[Area] = []
+    for k in range(c):
+        labels, n = ndimage.label(probs[k] >= t[k], structure=_EIGHT)
+        for lab in range(1, n + 1):
+            rows, cols = np.nonzero(labels == lab)
+            cells = tuple((int(r), int(q)) for r, q in zip(rows, cols, strict=True))
+            bbox = (
+                int(cols.min()) * stride,
+                int(rows.min()) * stride,
+                (int(cols.max()) + 1) * stride,
+                (int(rows.max()) + 1) * stride,
+            )
+            areas.append(
+                Area(
+                    f"{image_id}/{classes[k]}/{lab - 1}",
+                    classes[k],
+                    cells,
+                    bbox,
+                    float(probs[k][rows, cols].max()),
+                )
+            )
+    return areas
+
+
+class Heuristic(Protocol):
+    """Scores images for mining: (N, C, h, w) probabilities -> (N,) scores, > 0 = of interest."""
+
+    name: str
+
+    def score(self, probs: np.ndarray) -> np.ndarray: ...
+
+
+class Detections:
+    """The paper's heuristic: an image is of interest when it has a detected area.
+
+    Score: the highest probability over entries at or above the threshold, 0 without any.
+    """
+
+    name = "detections"
+
+    def __init__(self, threshold: float | Sequence[float] = 0.5) -> None:
+        self.threshold = threshold
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        t = _thresholds(self.threshold, probs.shape[1]).reshape(1, -1, 1, 1)
+        detected = np.where(probs >= t, probs, 0.0)  # (N, C, h, w)
+        return detected.reshape(len(probs), -1).max(axis=1)
+
+
+class Uncertainty:
+    """Images with entries close to the decision boundary: |p - t| <= margin.
+
+    Score: the number of such (area, class) entries (more undecided cells, more to learn).
+    """
+
+    name = "uncertainty"
+
+    def __init__(self, threshold: float | Sequence[float] = 0.5, margin: float = 0.2) -> None:
+        self.threshold, self.margin = threshold, margin
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        t = _thresholds(self.threshold, probs.shape[1]).reshape(1, -1, 1, 1)
+        close = np.abs(probs - t) <= self.margin  # (N, C, h, w)
+        return close.reshape(len(probs), -1).sum(axis=1).astype(np.float64)
+
+
+class Entropy:
+    """Images whose predictions carry the most binary entropy (summed over entries).
+
+    Healthy background at p ~ 0 contributes ~0, so the sum is dominated by undecided entries.
+    """
+
+    name = "entropy"
+
+    def __init__(self, floor: float = 0.05) -> None:
+        self.floor = floor  # entries below this entropy (in bits) count as decided
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))  # (N, C, h, w)
+        h = np.where(h >= self.floor, h, 0.0)
+        return h.reshape(len(probs), -1).sum(axis=1)
+
+
+def make_heuristic(name: str, threshold: float | Sequence[float], margin: float) -> Heuristic:
+    """The heuristic called ``name`` (``detections``, ``uncertainty`` or ``entropy``)."""
+    if name == "detections":
+        return Detections(threshold)
+    if name == "uncertainty":
+        return Uncertainty(threshold, margin)
+    if name == "entropy":
+        return Entropy()
+    raise ValueError(f"unknown mining heuristic {name!r}: detections, uncertainty, entropy")
+
+
+def _tiebreak(ids: Sequence[str], seed: int) -> np.ndarray:
+    """A seeded pseudo-random key per image id (the same id always gets the same key)."""
+    return np.array(
+        [int.from_bytes(hashlib.sha256(f"{seed}/{i}".encode()).digest()[:8], "big") for i in ids],
+        dtype=np.uint64,
+    )
+
+
+def mine(
+    probs: np.ndarray,
+    heuristic: Heuristic,
+    budget: int | None = None,
+    seed: int = 0,
+    ids: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Indices of the images of interest, best score first, at most ``budget`` of them.
+
+    Ties are broken by a seeded hash of each image id (of its position when ``ids`` is not
+    given): with ids, the choice does not depend on the order images came in; it is always
+    reproducible.
+    """
+    scores = heuristic.score(probs)
+    keys = ids if ids is not None else [str(i) for i in range(len(scores))]
+    tiebreak = _tiebreak(keys, seed)
+    order = np.lexsort((tiebreak, -scores))  # sort by -score, then tiebreak
+    picked = order[scores[order] > 0]
+    return picked if budget is None else picked[:budget]

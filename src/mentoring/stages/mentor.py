@@ -1,0 +1,80 @@
+"""Stage ``mentor``: operator feedback on the mined areas, imported into partial labels.
+
+With ``mentor.source: simulate`` the simulated operator answers the tasks from the hidden ground
+truth and its file joins the feedback folder; with ``import`` only the files already there (from
+the web interface or another plant system) are used. Every ``*.json`` of the feedback folder is
+imported (idempotently) into ``partial_labels.npz``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mentoring.config import Params
+from mentoring.data.dataset import load_split, rows_by_id
+from mentoring.data.manifest import data_root, read_manifest
+from mentoring.feedback.partial import build_partial_labels, load_feedback_files
+from mentoring.feedback.schema import FeedbackError, dump, read_tasks
+from mentoring.feedback.simulate import simulate_operator
+from mentoring.io import write_bytes, write_json
+from mentoring.stages.mine import sha256_file
+
+
+def run(
+    params: Params,
+    manifest: Path,
+    tasks_path: Path,
+    feedback_dir: Path,
+    labels_out: Path,
+    results_dir: Path,
+) -> dict[str, Any]:
+    """Simulate (optionally) and import feedback; return the import report and label counts."""
+    cfg = params.mentor
+    tasks = read_tasks(tasks_path)
+    tasks_sha = sha256_file(tasks_path)
+    if cfg.source == "simulate":
+        df = rows_by_id(read_manifest(manifest), [t.image_id for t in tasks.images], str(manifest))
+        truth = {}
+        if len(df):
+            split = load_split(
+                df,
+                data_root(manifest),
+                tuple(tasks.classes),
+                tasks.stride,
+                params.line.cell_min_coverage,
+            )
+            truth = dict(zip(split.ids, split.targets.numpy(), strict=True))
+        fb = simulate_operator(
+            tasks,
+            truth,
+            min_overlap=cfg.min_overlap,
+            error_rate=cfg.error_rate,
+            healthy_flag_rate=cfg.healthy_flag_rate,
+            correct_classes=cfg.correct_classes,
+            seed=params.base.seed,
+            tasks_sha256=tasks_sha,
+        )
+        write_bytes(feedback_dir / "simulated.json", dump(fb).encode())
+    files = sorted(feedback_dir.glob("*.json")) if feedback_dir.exists() else []
+    if not files:
+        raise FeedbackError(f"{feedback_dir}: no feedback files (*.json) to import")
+    loaded = load_feedback_files(files)
+    stale = [p.name for p, fb in loaded if fb.tasks_sha256 not in (None, tasks_sha)]
+    labels, report = build_partial_labels(tasks, loaded)
+    labels.save(labels_out)
+    metrics = {
+        **report.as_dict(),
+        "files": [p.name for p in files],
+        "stale_files": stale,
+        "n_tasks": len(tasks.images),
+        "annotated_fraction": float(labels.annotated.mean()) if labels.ids else 0.0,
+    }
+    write_json(results_dir / "metrics.json", metrics)
+    return metrics
+
+
+def main() -> None:
+    from mentoring.cli import app
+
+    app(["mentor"], standalone_mode=True)

@@ -1,0 +1,106 @@
+"""Stage ``mine``: the deployed model picks the new-domain images operators should see.
+
+Reads ``base``, ``line.classes``, ``model.stride`` and ``mine``; reads the pool images (not their
+masks) and the model; writes ``tasks.json`` (schema: :mod:`mentoring.feedback.schema`) and
+``<results>/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mentoring.config import Params
+from mentoring.data.dataset import load_images
+from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.evaluation import predict
+from mentoring.feedback.schema import MiningTasks, ModelRef, TaskArea, TaskImage, dump
+from mentoring.io import write_bytes, write_json
+from mentoring.mining import extract_areas, make_heuristic, mine
+from mentoring.models.store import load_model
+from mentoring.runtime import setup_torch
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(
+    params: Params,
+    manifest: Path,
+    model_path: Path,
+    tasks_out: Path,
+    results_dir: Path,
+    domain: str = "new",
+    split: str = "pool",
+    model_name: str = "baseline",
+) -> dict[str, Any]:
+    """Score the pool with the model, pick the images of interest, write their detected areas."""
+    device = setup_torch(params.base)
+    cfg = params.mine
+    model, record = load_model(model_path, device)
+    classes = tuple(record["classes"])
+    df = select(read_manifest(manifest, check_files=False), domain, split)
+    if df.empty:
+        raise ValueError(f"{manifest}: no images of domain {domain!r}, split {split!r} to mine")
+    images = load_images(df, data_root(manifest))
+    probs = predict(model, images, cfg.batch_size, device)
+    heuristic = make_heuristic(cfg.heuristic, cfg.threshold, cfg.margin)
+    picked = mine(probs, heuristic, cfg.budget, params.base.seed, list(df["image_id"]))
+    scores = heuristic.score(probs)
+    ids, paths = list(df["image_id"]), list(df["path"])
+    task_images = []
+    for i in picked:
+        areas = extract_areas(probs[i], classes, cfg.threshold, params.model.stride, ids[i])
+        task_images.append(
+            TaskImage(
+                image_id=ids[i],
+                path=paths[i],
+                score=float(scores[i]),
+                areas=[
+                    TaskArea(
+                        area_id=a.area_id,
+                        cls=a.cls,
+                        cells=list(a.cells),
+                        bbox=a.bbox,
+                        score=a.score,
+                    )
+                    for a in areas
+                ],
+            )
+        )
+    tasks = MiningTasks(
+        model=ModelRef(name=model_name, path=str(model_path), sha256=sha256_file(model_path)),
+        heuristic=cfg.heuristic,
+        threshold=cfg.threshold,
+        stride=params.model.stride,
+        grid=(probs.shape[2], probs.shape[3]),
+        classes=list(classes),
+        created_at=datetime.now(UTC).replace(microsecond=0),
+        images=task_images,
+    )
+    write_bytes(tasks_out, dump(tasks).encode())
+    n_areas = sum(len(t.areas) for t in task_images)
+    per_class = {c: sum(a.cls == c for t in task_images for a in t.areas) for c in classes}
+    metrics = {
+        "n_pool": len(ids),
+        "n_mined": len(task_images),
+        "n_areas": n_areas,
+        "mined_fraction": len(task_images) / len(ids),
+        "areas_per_class": per_class,
+        "heuristic": cfg.heuristic,
+    }
+    write_json(results_dir / "metrics.json", metrics)
+    return metrics
+
+
+def main() -> None:
+    from mentoring.cli import app
+
+    app(["mine"], standalone_mode=True)

@@ -1,0 +1,150 @@
+"""Stage ``train``: train a new model with one strategy on original + mentored data.
+
+Reads ``base``, ``line``, ``model`` and ``train``; reads the line, the partial labels (not for the
+oracle) and the baseline (for ``transfer`` and ``omnia``); writes the model, ``metrics.json``,
+``history.json`` and ``plots/loss.png`` under ``<results>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mentoring.config import Params, parse_strategy
+from mentoring.data.dataset import CellDataset, load_images, rows_by_id
+from mentoring.data.manifest import data_root, read_manifest
+from mentoring.evaluation import predict
+from mentoring.feedback.partial import PartialLabels
+from mentoring.io import write_json
+from mentoring.models.store import load_model, save_model
+from mentoring.runtime import setup_torch
+from mentoring.stages.train_baseline import model_arch, plot_history
+from mentoring.training.loop import fingerprint
+from mentoring.training.strategies import (
+    NewData,
+    apply_healthy,
+    apply_omnia,
+    build_trainee,
+    train_strategy,
+)
+
+
+def new_data(
+    params: Params,
+    strategy: str,
+    manifest: Path,
+    labels_path: Path | None,
+    baseline: torch.nn.Module | None,
+    device: str,
+) -> NewData:
+    """The new-domain training set of ``strategy``: mentored partial labels, or full truth."""
+    flags = parse_strategy(strategy)
+    line = params.line
+    if "oracle" in flags:  # the upper bound: every pool image with its full ground truth
+        pool = CellDataset.from_manifest(
+            manifest, "new", "pool", line.classes, params.model.stride, line.cell_min_coverage
+        )
+        t = pool.split.targets
+        return NewData(pool.split.ids, pool.split.images, t, torch.ones_like(t, dtype=torch.bool))
+    if labels_path is None:
+        raise ValueError(f"strategy {strategy!r} needs partial labels (run `mentoring mentor`)")
+    labels = PartialLabels.load(labels_path)
+    df = rows_by_id(read_manifest(manifest, check_files=False), labels.ids, str(labels_path))
+    images = load_images(df, data_root(manifest))
+    targets, annotated = labels.targets, labels.annotated
+    if "omnia" in flags:
+        if baseline is None:
+            raise ValueError(f"strategy {strategy!r} needs the baseline model")
+        probs = predict(baseline, images, params.evaluate.batch_size, device)
+        targets, annotated = apply_omnia(targets, annotated, probs, params.train.omnia_epsilon)
+    if "healthy" in flags:
+        targets, annotated = apply_healthy(targets, annotated, labels.healthy)
+    return NewData(
+        labels.ids,
+        images,
+        torch.from_numpy(np.ascontiguousarray(targets)),
+        torch.from_numpy(np.ascontiguousarray(annotated)),
+    )
+
+
+def run(
+    params: Params,
+    strategy: str,
+    manifest: Path,
+    labels_path: Path | None,
+    baseline_path: Path | None,
+    model_out: Path,
+    results_dir: Path,
+    checkpoint: Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``strategy``; return its training metrics."""
+    flags = parse_strategy(strategy)
+    device = setup_torch(params.base)
+    line, cfg, seed = params.line, params.train, params.base.seed
+    baseline = None
+    if flags & {"transfer", "omnia"}:
+        if baseline_path is None:
+            raise ValueError(f"strategy {strategy!r} needs the baseline model (--baseline)")
+        baseline, _ = load_model(baseline_path, device)
+    original = CellDataset.from_manifest(
+        manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
+    )
+    new = new_data(params, strategy, manifest, labels_path, baseline, device)
+    arch = model_arch(params)
+    trainee = build_trainee(strategy, arch, baseline, seed)
+    fp = fingerprint(
+        strategy,
+        arch,
+        cfg.model_dump(),
+        seed,
+        original.split.ids,
+        new.ids,
+        float(new.annotated.float().sum()),
+        float(new.targets.float().sum()),
+    )
+    history = train_strategy(
+        trainee,
+        original.split.images,
+        original.split.targets,
+        new,
+        cfg,
+        seed,
+        checkpoint=checkpoint,
+        fingerprint_value=fp,
+        device=device,
+        show_progress=show_progress,
+        description=strategy,
+        on_epoch=lambda hist: write_json(results_dir / "history.json", [asdict(h) for h in hist]),
+    )
+    save_model(
+        model_out,
+        trainee.segmenter,
+        arch,
+        line.classes,
+        meta={"name": strategy, "fingerprint": fp, "epochs": cfg.epochs},
+    )
+    plot_history(history, results_dir / "plots" / "loss.png", f"{strategy} training loss")
+    metrics = {
+        "strategy": strategy,
+        "final_loss": history[-1].loss,
+        "epochs": len(history),
+        "n_original": len(original),
+        "n_new": len(new.ids),
+        "new_annotated_fraction": new.annotated_fraction,
+        "seconds": sum(h.seconds for h in history),
+        "images_per_s": sum(h.images_per_s for h in history) / len(history),
+        "final_parts": history[-1].parts,
+    }
+    write_json(results_dir / "metrics.json", metrics)
+    return metrics
+
+
+def main() -> None:
+    from mentoring.cli import app
+
+    app(["train"], standalone_mode=True)
