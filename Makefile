@@ -49,6 +49,7 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff check --fix src tests benchmarks
 
 bench: $(STAMP)  ## benchmarks: write JSON under benchmarks/results/
+	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/baseline_demo.py
 
 clean:  ## remove generated data, models and results (keeps .venv)

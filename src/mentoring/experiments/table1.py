@@ -55,7 +55,10 @@ KEYS = (
 
 
 def label(variant: str) -> str:
-    return LABELS.get(variant, "+ " + " + ".join(sorted(parse_strategy(variant) - {"scratch"})))
+    """The row label of a variant: the paper's wording, or its parts joined with '+'."""
+    if variant in LABELS:
+        return LABELS[variant]
+    return "+ " + " + ".join(sorted(parse_strategy(variant) - {"scratch"}))
 
 
 def seed_dir(workdir: Path, seed: int) -> Path:

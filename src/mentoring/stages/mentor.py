@@ -32,6 +32,11 @@ def run(
     """Simulate (optionally) and import feedback; return the import report and label counts."""
     cfg = params.mentor
     tasks = read_tasks(tasks_path)
+    if not tasks.images:
+        raise FeedbackError(
+            f"{tasks_path}: mining selected no image, nothing to mentor "
+            f"(heuristic {tasks.heuristic}, threshold {tasks.threshold})"
+        )
     tasks_sha = sha256_file(tasks_path)
     if cfg.source == "simulate":
         df = rows_by_id(read_manifest(manifest), [t.image_id for t in tasks.images], str(manifest))
