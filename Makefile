@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-slow test-all lint format bench clean
+.PHONY: help install demo table1 test test-slow test-all lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,14 +21,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with its test/dev tools
 
-demo: $(STAMP)  ## generate the demo line, train and evaluate the baseline, print the results
+demo: $(STAMP)  ## the whole method on the demo line, one seed (about 12 min on 2 cores)
 	$(BIN)/mentoring line generate
-	$(BIN)/mentoring train
-	$(BIN)/mentoring evaluate
+	$(BIN)/mentoring experiment table1 --seeds 1
 	@echo
-	@echo "Results:  results/evaluate_baseline/metrics.json"
-	@echo "Plots:    results/evaluate_baseline/plots/ (PR curves, predictions), results/line/plots/preview.png"
-	@echo "Model:    models/baseline.pt"
+	@echo "Table 1:   results/table1/table1.md (and .json); plots: results/table1/plots/"
+	@echo "Per model: results/table1/work/seed_0/eval/<variant>/metrics.json and plots/"
+	@echo "Models:    results/table1/work/seed_0/models/ (baseline.pt, <strategy>.pt)"
+	@echo "Line:      data/manifests/line.parquet, preview results/line/plots/preview.png"
+
+table1: $(STAMP)  ## the Table 1 experiment over 3 seeds (about 40 min on 2 cores)
+	$(BIN)/mentoring line generate
+	$(BIN)/mentoring experiment table1 --seeds 3 --workdir results/table1-3seeds/work --out results/table1-3seeds
 
 test: $(STAMP)  ## fast test suite (everything but slow/gpu/browser tests)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)

@@ -22,8 +22,9 @@ from mentoring.feedback.partial import PartialLabels
 from mentoring.io import write_json
 from mentoring.models.store import load_model, save_model
 from mentoring.runtime import setup_torch
+from mentoring.stages.mine import sha256_file
 from mentoring.stages.train_baseline import model_arch, plot_history
-from mentoring.training.loop import fingerprint
+from mentoring.training.loop import fingerprint, tensor_digest
 from mentoring.training.strategies import (
     NewData,
     apply_healthy,
@@ -102,10 +103,10 @@ def run(
         arch,
         cfg.model_dump(),
         seed,
-        original.split.ids,
-        new.ids,
-        float(new.annotated.float().sum()),
-        float(new.targets.float().sum()),
+        tensor_digest(
+            original.split.images, original.split.targets, new.images, new.targets, new.annotated
+        ),
+        sha256_file(baseline_path) if baseline_path and baseline is not None else None,
     )
     history = train_strategy(
         trainee,

@@ -25,7 +25,7 @@ from mentoring.losses import supervised_bce
 from mentoring.models.segmenter import Segmenter
 from mentoring.models.store import save_model
 from mentoring.runtime import seed_everything, setup_torch
-from mentoring.training.loop import EpochStats, fingerprint, train
+from mentoring.training.loop import EpochStats, fingerprint, tensor_digest, train
 
 
 def model_arch(params: Params) -> dict[str, Any]:
@@ -68,7 +68,12 @@ def run(
     seed_everything(params.base.seed)
     arch = model_arch(params)
     model = Segmenter(**arch)
-    fp = fingerprint(arch, cfg.model_dump(), params.base.seed, data.split.ids)
+    fp = fingerprint(
+        arch,
+        cfg.model_dump(),
+        params.base.seed,
+        tensor_digest(data.split.images, data.split.targets),
+    )
     source = SingleSource(data.split.images, data.split.targets, cfg.batch_size, cfg.augment)
 
     def loss_fn(batch: Batch, _progress: float) -> tuple[torch.Tensor, dict[str, float]]:

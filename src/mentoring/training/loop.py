@@ -50,6 +50,14 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """sha256 of tensors' bytes: ties a checkpoint to the exact training data, not just ids."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def lr_factor(schedule: str, step: int, warmup: int, total: int) -> float:
     """Multiplier of the peak learning rate at optimisation step ``step`` (0-based).
 
