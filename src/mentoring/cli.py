@@ -272,33 +272,68 @@ def mine_cmd(
     )
 
 
-@app.command("mentor")
-@_friendly
-def mentor_cmd(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    tasks: Annotated[Path, typer.Option(help="Mining tasks.")] = Path("data/mining/tasks.json"),
-    feedback: Annotated[Path, typer.Option(help="Folder of feedback files (*.json).")] = Path(
-        "data/feedback"
-    ),
-    labels: Annotated[Path, typer.Option(help="Partial labels to write.")] = Path(
-        "data/feedback/partial_labels.npz"
-    ),
-    results: Annotated[Path, typer.Option(help="Metrics folder.")] = Path("results/mentor"),
+mentor_app = typer.Typer(
+    help="Operator feedback on mined areas -> partial labels.", no_args_is_help=True
+)
+app.add_typer(mentor_app, name="mentor")
+
+TasksOpt = Annotated[Path, typer.Option(help="Mining tasks.")]
+FeedbackOpt = Annotated[Path, typer.Option(help="Folder of feedback files (*.json).")]
+LabelsOpt = Annotated[Path, typer.Option(help="Partial labels to write.")]
+ResultsOpt = Annotated[Path, typer.Option(help="Metrics folder.")]
+
+
+def _mentor(
+    p: Params, manifest: Path, tasks: Path, feedback: Path, labels: Path, results: Path
 ) -> None:
-    """Operator feedback -> partial labels (simulated operator or imported files, per params)."""
     from mentoring.stages import mentor
 
-    p = _params(params, set_)
     m = mentor.run(p, manifest, tasks, feedback, labels, results)
     out.print(
         f"{m['n_images']} images: {m['n_confirmed']} areas confirmed "
         f"({m['n_corrected']} with a corrected class), {m['n_infirmed']} infirmed, "
-        f"{m['n_healthy_images']} images flagged healthy -> {labels}"
+        f"{m['n_healthy_images']} images flagged healthy, {m['n_duplicates']} duplicate "
+        f"records ignored -> {labels}"
     )
     for c in m["conflicts"]:
         console.print(f"[yellow]conflict:[/] {escape(c)}")
+    if m["stale_files"]:
+        console.print(
+            f"[yellow]warning:[/] feedback files answering other tasks: "
+            f"{escape(str(m['stale_files']))}"
+        )
+
+
+@mentor_app.command("simulate")
+@_friendly
+def mentor_simulate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+    tasks: TasksOpt = Path("data/mining/tasks.json"),
+    feedback: FeedbackOpt = Path("data/feedback"),
+    labels: LabelsOpt = Path("data/feedback/partial_labels.npz"),
+    results: ResultsOpt = Path("results/mentor"),
+) -> None:
+    """A simulated operator answers the tasks from the ground truth; then import everything."""
+    p = _params(params, [*(set_ or []), "mentor.source=simulate"])
+    _mentor(p, manifest, tasks, feedback, labels, results)
+
+
+@mentor_app.command("import")
+@_friendly
+def mentor_import(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+    tasks: TasksOpt = Path("data/mining/tasks.json"),
+    feedback: FeedbackOpt = Path("data/feedback"),
+    labels: LabelsOpt = Path("data/feedback/partial_labels.npz"),
+    results: ResultsOpt = Path("results/mentor"),
+) -> None:
+    """Import the feedback files of the folder (idempotent) into partial labels."""
+    p = _params(params, [*(set_ or []), "mentor.source=import"])
+    _mentor(p, manifest, tasks, feedback, labels, results)
 
 
 @app.command("evaluate")
@@ -310,9 +345,13 @@ def evaluate_cmd(
     model: Annotated[Path, typer.Option(help="Model file to evaluate.")] = Path(
         "models/baseline.pt"
     ),
-    results: Annotated[Path, typer.Option(help="Metrics and plots folder.")] = Path(
-        "results/evaluate_baseline"
-    ),
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="Metrics and plots folder [default: results/evaluate_baseline for the "
+            "baseline, results/evaluate/<name> otherwise]."
+        ),
+    ] = None,
     name: Annotated[str, typer.Option(help="Name shown in plots and metrics.")] = "baseline",
 ) -> None:
     """Evaluate a model on each domain: mAP, precision/recall @ threshold, image-level rates."""

@@ -82,4 +82,4 @@ def run(
 def main() -> None:
     from mentoring.cli import app
 
-    app(["mentor"], standalone_mode=True)
+    app(["mentor", "simulate"], standalone_mode=True)

@@ -1,0 +1,95 @@
+"""Mining, mentoring and a strategy through the real CLI, stage by stage, on a tiny line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.test_baseline_cli import REPO, mentoring
+
+TINY = ["-S", "base.profile=tiny", "-S", "train_baseline.epochs=1", "-S", "train.epochs=1",
+        "-S", "train.batch_size=8", "-S", "mine.threshold=0.01"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wd = tmp_path_factory.mktemp("mentoring")
+    shutil.copy(REPO / "params.yaml", wd / "params.yaml")
+    mentoring(wd, "line", "generate", *TINY)
+    mentoring(wd, "train", *TINY)
+    out = mentoring(wd, "mine", *TINY).stdout
+    assert "mined" in out
+    return wd
+
+
+def test_mine_writes_versioned_tasks(mined: Path) -> None:
+    tasks = json.loads((mined / "data/mining/tasks.json").read_text())
+    assert tasks["schema_version"] == 1
+    assert tasks["model"]["name"] == "baseline" and len(tasks["model"]["sha256"]) == 64
+    assert tasks["grid"] == [16, 16]
+    assert tasks["images"], "a 0.01 threshold must detect areas"
+    area = tasks["images"][0]["areas"][0]
+    assert area["area_id"].startswith(tasks["images"][0]["image_id"] + "/")
+    assert area["class"] in tasks["classes"]
+
+
+def test_simulate_then_import_is_idempotent(mined: Path) -> None:
+    out = mentoring(mined, "mentor", "simulate", *TINY).stdout
+    assert "areas confirmed" in out
+    labels = mined / "data/feedback/partial_labels.npz"
+    first = dict(np.load(labels))
+    # the same feedback again, under another name: nothing changes but the duplicate count
+    shutil.copy(mined / "data/feedback/simulated.json", mined / "data/feedback/copy.json")
+    out = mentoring(mined, "mentor", "import", *TINY).stdout
+    second = dict(np.load(labels))
+    for key in ("ids", "targets", "annotated", "healthy"):
+        assert np.array_equal(first[key], second[key]), key
+    report = json.loads((mined / "results/mentor/metrics.json").read_text())
+    assert report["n_duplicates"] == report["n_records"] // 2 > 0
+    (mined / "data/feedback/copy.json").unlink()
+
+
+def test_feedback_with_unknown_ids_is_rejected_listing_them(mined: Path) -> None:
+    bad = {
+        "schema_version": 1,
+        "items": [
+            {"image_id": "nope-1", "operator": "op", "timestamp": "2026-01-01T00:00:00Z"},
+            {"image_id": "nope-2", "operator": "op", "timestamp": "2026-01-01T00:00:00Z"},
+        ],
+    }
+    path = mined / "data/feedback/bad.json"
+    path.write_text(json.dumps(bad))
+    try:
+        proc = mentoring(mined, "mentor", "import", *TINY, check=False)
+    finally:
+        path.unlink()
+    assert proc.returncode == 2
+    assert "nope-1" in proc.stderr and "nope-2" in proc.stderr and "bad.json" in proc.stderr
+
+
+def test_train_a_strategy_and_evaluate_it(mined: Path) -> None:
+    mentoring(mined, "mentor", "simulate", *TINY)
+    out = mentoring(mined, "train", "--strategy", "transfer+omnia+dann", *TINY).stdout
+    assert "transfer+omnia+dann: 1 epochs" in out
+    hist = json.loads((mined / "results/train/transfer+omnia+dann/history.json").read_text())
+    assert set(hist[0]["parts"]) == {"l_s", "l_w", "l_d", "grl"}
+    mentoring(
+        mined,
+        "evaluate",
+        "--model",
+        "models/transfer+omnia+dann.pt",
+        "--name",
+        "transfer+omnia+dann",
+        *TINY,
+    )
+    m = json.loads((mined / "results/evaluate/transfer+omnia+dann/metrics.json").read_text())
+    assert set(m["domains"]) == {"original", "new"}
+
+
+def test_unknown_strategy_is_a_clear_error(mined: Path) -> None:
+    proc = mentoring(mined, "train", "--strategy", "scratch+magic", *TINY, check=False)
+    assert proc.returncode == 2 and "magic" in proc.stderr
