@@ -20,10 +20,10 @@ from mentoring.data.manifest import data_root, read_manifest
 from mentoring.evaluation import predict
 from mentoring.feedback.partial import PartialLabels
 from mentoring.io import write_json
-from mentoring.models.store import load_model, save_model
+from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
 from mentoring.stages.mine import sha256_file
-from mentoring.stages.train_baseline import model_arch, plot_history
+from mentoring.stages.train_baseline import model_arch, write_outputs
 from mentoring.training.loop import fingerprint, tensor_digest
 from mentoring.training.strategies import (
     NewData,
@@ -122,27 +122,22 @@ def run(
         description=strategy,
         on_epoch=lambda hist: write_json(results_dir / "history.json", [asdict(h) for h in hist]),
     )
-    save_model(
-        model_out,
+    return write_outputs(
+        strategy,
         trainee.segmenter,
         arch,
         line.classes,
-        meta={"name": strategy, "fingerprint": fp, "epochs": cfg.epochs},
+        fp,
+        history,
+        model_out,
+        results_dir,
+        {
+            "strategy": strategy,
+            "n_original": len(original),
+            "n_new": len(new.ids),
+            "new_annotated_fraction": new.annotated_fraction,
+        },
     )
-    plot_history(history, results_dir / "plots" / "loss.png", f"{strategy} training loss")
-    metrics = {
-        "strategy": strategy,
-        "final_loss": history[-1].loss,
-        "epochs": len(history),
-        "n_original": len(original),
-        "n_new": len(new.ids),
-        "new_annotated_fraction": new.annotated_fraction,
-        "seconds": sum(h.seconds for h in history),
-        "images_per_s": sum(h.images_per_s for h in history) / len(history),
-        "final_parts": history[-1].parts,
-    }
-    write_json(results_dir / "metrics.json", metrics)
-    return metrics
 
 
 def main() -> None:

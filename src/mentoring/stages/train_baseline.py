@@ -92,21 +92,48 @@ def run(
         show_progress=show_progress,
         on_epoch=lambda hist: write_json(results_dir / "history.json", [asdict(h) for h in hist]),
     )
+    return write_outputs(
+        "baseline",
+        model,
+        arch,
+        line.classes,
+        fp,
+        history,
+        model_out,
+        results_dir,
+        {"n_images": len(data)},
+    )
+
+
+def write_outputs(
+    name: str,
+    model: Segmenter,
+    arch: dict[str, Any],
+    classes: tuple[str, ...],
+    fp: str,
+    history: list[EpochStats],
+    model_out: Path,
+    results_dir: Path,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Save a trained model, its history, loss plot and ``metrics.json``; return the metrics."""
     save_model(
         model_out,
         model,
         arch,
-        line.classes,
-        meta={"name": "baseline", "fingerprint": fp, "epochs": cfg.epochs},
+        classes,
+        meta={"name": name, "fingerprint": fp, "epochs": len(history)},
     )
     write_json(results_dir / "history.json", [asdict(h) for h in history])
-    plot_history(history, results_dir / "plots" / "loss.png", "baseline training loss")
+    plot_history(history, results_dir / "plots" / "loss.png", f"{name} training loss")
     metrics = {
+        "name": name,
         "final_loss": history[-1].loss,
+        "final_parts": history[-1].parts,
         "epochs": len(history),
-        "n_images": len(data),
         "seconds": sum(h.seconds for h in history),
         "images_per_s": sum(h.images_per_s for h in history) / len(history),
+        **extra,
     }
     write_json(results_dir / "metrics.json", metrics)
     return metrics
