@@ -304,36 +304,31 @@ def _mentor(
         )
 
 
-@mentor_app.command("simulate")
-@_friendly
-def mentor_simulate(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    tasks: TasksOpt = Path("data/mining/tasks.json"),
-    feedback: FeedbackOpt = Path("data/feedback"),
-    labels: LabelsOpt = Path("data/feedback/partial_labels.npz"),
-    results: ResultsOpt = Path("results/mentor"),
-) -> None:
-    """A simulated operator answers the tasks from the ground truth; then import everything."""
-    p = _params(params, [*(set_ or []), "mentor.source=simulate"])
-    _mentor(p, manifest, tasks, feedback, labels, results)
+def _mentor_command(source: str) -> Callable[..., None]:
+    """The ``mentor simulate`` / ``mentor import`` commands: the same options, one source."""
+
+    def command(
+        params: ParamsOpt = Path("params.yaml"),
+        set_: SetOpt = None,
+        manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+        tasks: TasksOpt = Path("data/mining/tasks.json"),
+        feedback: FeedbackOpt = Path("data/feedback"),
+        labels: LabelsOpt = Path("data/feedback/partial_labels.npz"),
+        results: ResultsOpt = Path("results/mentor"),
+    ) -> None:
+        p = _params(params, [*(set_ or []), f"mentor.source={source}"])
+        _mentor(p, manifest, tasks, feedback, labels, results)
+
+    return _friendly(command)
 
 
-@mentor_app.command("import")
-@_friendly
-def mentor_import(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    tasks: TasksOpt = Path("data/mining/tasks.json"),
-    feedback: FeedbackOpt = Path("data/feedback"),
-    labels: LabelsOpt = Path("data/feedback/partial_labels.npz"),
-    results: ResultsOpt = Path("results/mentor"),
-) -> None:
-    """Import the feedback files of the folder (idempotent) into partial labels."""
-    p = _params(params, [*(set_ or []), "mentor.source=import"])
-    _mentor(p, manifest, tasks, feedback, labels, results)
+mentor_app.command(
+    "simulate",
+    help="A simulated operator answers the tasks from the ground truth; then import everything.",
+)(_mentor_command("simulate"))
+mentor_app.command(
+    "import", help="Import the feedback files of the folder (idempotent) into partial labels."
+)(_mentor_command("import"))
 
 
 @app.command("evaluate")
