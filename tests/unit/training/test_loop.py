@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,30 @@ def test_supervised_bce_matches_formula(shape: tuple[int, ...]) -> None:
     p = torch.sigmoid(logits)
     expected = -(targets * p.log() + (1 - targets) * (1 - p).log()).mean()
     assert torch.allclose(supervised_bce(logits, targets), expected, atol=1e-6)
+
+
+def test_lr_factor_warms_up_then_decays_to_one_percent() -> None:
+    from mentoring.training.loop import lr_factor
+
+    assert lr_factor("constant", 123, 10, 100) == 1.0
+    assert [round(lr_factor("cosine", s, 4, 20), 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    after = [lr_factor("cosine", s, 4, 20) for s in range(4, 21)]
+    assert all(a >= b for a, b in itertools.pairwise(after))
+    assert after[-1] == pytest.approx(0.01)
+
+
+def test_resume_restores_the_schedule(tmp_path: Path) -> None:
+    images, targets = _data()
+    cfg = CFG.model_copy(update={"lr_schedule": "cosine"})
+    ck = tmp_path / "s.pt"
+    _run(
+        _model(),
+        images,
+        targets,
+        cfg.model_copy(update={"epochs": 1}),
+        3,
+        checkpoint=ck,
+        fingerprint_value="s",
+    )
+    state = torch.load(ck, weights_only=False)
+    assert state["scheduler"]["last_epoch"] == 3  # 24 images / batch 8 = 3 steps
