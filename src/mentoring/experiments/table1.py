@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mentoring.config import Params, parse_strategy
+from mentoring.config import STRATEGY_FLAGS, Params, parse_strategy
 from mentoring.data.dataset import CellDataset
 from mentoring.io import write_bytes, write_json, write_with
 from mentoring.line.preview import CLASS_COLORS
@@ -40,6 +40,14 @@ LABELS = {
     "scratch+healthy": "+ healthy knowledge",
     "scratch+dann": "+ DANN",
     "oracle": "Oracle (full labels of the new pool)",
+}
+#: names of strategy parts in combined row labels
+PART_NAMES = {
+    "transfer": "transfer",
+    "omnia": "OMNIA-like",
+    "healthy": "healthy knowledge",
+    "dann": "DANN",
+    "oracle": "oracle",
 }
 #: the single-fix rows; any other strategy with several parts is a combination
 SINGLE = ("scratch", "transfer", "scratch+omnia", "scratch+healthy", "scratch+dann", "oracle")
@@ -58,7 +66,8 @@ def label(variant: str) -> str:
     """The row label of a variant: the paper's wording, or its parts joined with '+'."""
     if variant in LABELS:
         return LABELS[variant]
-    return "+ " + " + ".join(sorted(parse_strategy(variant) - {"scratch"}))
+    parts = parse_strategy(variant) - {"scratch"}
+    return "+ " + " + ".join(PART_NAMES[p] for p in STRATEGY_FLAGS if p in parts)
 
 
 def seed_dir(workdir: Path, seed: int) -> Path:
