@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with its test/dev tools
 
-demo: $(STAMP)  ## the whole method on the demo line, one seed (about 12 min on 2 cores)
+demo: $(STAMP)  ## the whole method on the demo line, one seed (about 13 min on 2 cores)
 	$(BIN)/mentoring line generate
 	$(BIN)/mentoring experiment table1 --seeds 1
 	@echo

@@ -430,7 +430,7 @@ def table1_cmd(
         else None
     )
     report(per_seed, out_dir, sep)
-    out.print((out_dir / "table1.md").read_text(), markup=False, highlight=False)
+    typer.echo((out_dir / "table1.md").read_text())  # plain: a wrapped table is unreadable
     out.print(f"written: {out_dir / 'table1.json'}, {out_dir / 'table1.md'}, {out_dir / 'plots'}/")
 
 

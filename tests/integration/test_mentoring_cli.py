@@ -93,3 +93,13 @@ def test_train_a_strategy_and_evaluate_it(mined: Path) -> None:
 def test_unknown_strategy_is_a_clear_error(mined: Path) -> None:
     proc = mentoring(mined, "train", "--strategy", "scratch+magic", *TINY, check=False)
     assert proc.returncode == 2 and "magic" in proc.stderr
+
+
+def test_rerun_resumes_transfer_even_after_the_baseline_file_is_rewritten(mined: Path) -> None:
+    mentoring(mined, "mentor", "simulate", *TINY)
+    mentoring(mined, "train", "--strategy", "transfer", *TINY)
+    hist = mined / "results/train/transfer/history.json"
+    before = json.loads(hist.read_text())
+    mentoring(mined, "train", *TINY)  # the baseline resumes and writes its file again
+    mentoring(mined, "train", "--strategy", "transfer", *TINY)
+    assert json.loads(hist.read_text()) == before  # same timings: resumed, not retrained

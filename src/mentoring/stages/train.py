@@ -22,7 +22,6 @@ from mentoring.feedback.partial import PartialLabels
 from mentoring.io import write_json
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
-from mentoring.stages.mine import sha256_file
 from mentoring.stages.train_baseline import model_arch, write_outputs
 from mentoring.training.loop import fingerprint, tensor_digest
 from mentoring.training.strategies import (
@@ -106,7 +105,8 @@ def run(
         tensor_digest(
             original.split.images, original.split.targets, new.images, new.targets, new.annotated
         ),
-        sha256_file(baseline_path) if baseline_path and baseline is not None else None,
+        # the baseline's weights, not its file: torch.save writes a fresh id into every file
+        tensor_digest(*baseline.state_dict().values()) if baseline is not None else None,
     )
     history = train_strategy(
         trainee,
