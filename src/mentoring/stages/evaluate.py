@@ -73,6 +73,13 @@ def run(
 
 
 def main() -> None:
+    """Command-line entry: the same as `mentoring evaluate` with these arguments."""
+    import sys
+
     from mentoring.cli import app
 
-    app(["evaluate"], standalone_mode=True)
+    app(["evaluate", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,13 @@ def run(
 
 
 def main() -> None:
+    """Command-line entry: the same as `mentoring line generate` with these arguments."""
+    import sys
+
     from mentoring.cli import app
 
-    app(["line", "generate"], standalone_mode=True)
+    app(["line", "generate", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -80,6 +80,13 @@ def run(
 
 
 def main() -> None:
+    """Command-line entry: the same as `mentoring mentor simulate` with these arguments."""
+    import sys
+
     from mentoring.cli import app
 
-    app(["mentor", "simulate"], standalone_mode=True)
+    app(["mentor", "simulate", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

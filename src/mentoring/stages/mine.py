@@ -101,6 +101,13 @@ def run(
 
 
 def main() -> None:
+    """Command-line entry: the same as `mentoring mine` with these arguments."""
+    import sys
+
     from mentoring.cli import app
 
-    app(["mine"], standalone_mode=True)
+    app(["mine", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

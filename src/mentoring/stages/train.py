@@ -141,6 +141,13 @@ def run(
 
 
 def main() -> None:
+    """Command-line entry: the same as `mentoring train` with these arguments."""
+    import sys
+
     from mentoring.cli import app
 
-    app(["train"], standalone_mode=True)
+    app(["train", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

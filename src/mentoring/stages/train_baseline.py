@@ -140,6 +140,13 @@ def write_outputs(
 
 
 def main() -> None:
+    """Command-line entry: the same as `mentoring train` with these arguments."""
+    import sys
+
     from mentoring.cli import app
 
-    app(["train"], standalone_mode=True)
+    app(["train", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()
