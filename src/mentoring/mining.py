@@ -178,7 +178,13 @@ def mine(
     given): with ids, the choice does not depend on the order images came in; it is always
     reproducible.
     """
-    scores = heuristic.score(probs)
+    return rank(heuristic.score(probs), budget, seed, ids)
+
+
+def rank(
+    scores: np.ndarray, budget: int | None = None, seed: int = 0, ids: Sequence[str] | None = None
+) -> np.ndarray:
+    """:func:`mine` on (N,) scores already computed: indices with score > 0, best first."""
     keys = ids if ids is not None else [str(i) for i in range(len(scores))]
     tiebreak = _tiebreak(keys, seed)
     order = np.lexsort((tiebreak, -scores))  # sort by -score, then tiebreak

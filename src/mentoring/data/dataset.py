@@ -82,21 +82,15 @@ def load_split(
     progress: Callable[[int, int], None] | None = None,
 ) -> Split:
     """Decode the images and masks of manifest rows ``df`` (paths relative to ``root``)."""
-    n = len(df)
-    if n == 0:
-        raise ValueError("no images to load (empty selection of the manifest)")
-    first = df.iloc[0]
-    h, w, ch = int(first["height"]), int(first["width"]), int(first["channels"])
-    images = np.empty((n, ch, h, w), np.uint8)
+    images = load_images(df, root)
+    n, _, h, w = images.shape
     targets = np.empty((n, len(classes), h // stride, w // stride), np.uint8)
-    paths = zip(df["path"].astype(str), df["mask_path"].astype(str), strict=True)
-    for i, (path, mask_path) in enumerate(paths):
-        images[i] = read_image(root / path, ch, (h, w))
+    for i, mask_path in enumerate(df["mask_path"].astype(str)):
         mask = read_mask(root / mask_path, (h, w))
         targets[i] = mask_to_cells(mask, len(classes), stride, min_coverage)
         if progress and ((i + 1) % 256 == 0 or i + 1 == n):
             progress(i + 1, n)
-    return Split(list(df["image_id"]), torch.from_numpy(images), torch.from_numpy(targets))
+    return Split(list(df["image_id"]), images, torch.from_numpy(targets))
 
 
 def load_images(df: pd.DataFrame, root: Path) -> torch.Tensor:

@@ -18,7 +18,7 @@ from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.evaluation import predict
 from mentoring.feedback.schema import MiningTasks, ModelRef, TaskArea, TaskImage, dump
 from mentoring.io import write_bytes, write_json
-from mentoring.mining import extract_areas, make_heuristic, mine
+from mentoring.mining import extract_areas, make_heuristic, rank
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
 
@@ -52,8 +52,8 @@ def run(
     images = load_images(df, data_root(manifest))
     probs = predict(model, images, cfg.batch_size, device)
     heuristic = make_heuristic(cfg.heuristic, cfg.threshold, cfg.margin)
-    picked = mine(probs, heuristic, cfg.budget, params.base.seed, list(df["image_id"]))
-    scores = heuristic.score(probs)
+    scores = heuristic.score(probs)  # once: for the ranking and the tasks' scores
+    picked = rank(scores, cfg.budget, params.base.seed, list(df["image_id"]))
     ids, paths = list(df["image_id"]), list(df["path"])
     task_images = []
     for i in picked:

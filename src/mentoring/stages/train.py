@@ -7,7 +7,6 @@ oracle) and the baseline (for ``transfer`` and ``omnia``); writes the model, ``m
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ from mentoring.data.dataset import CellDataset, load_images, rows_by_id
 from mentoring.data.manifest import data_root, read_manifest
 from mentoring.evaluation import predict
 from mentoring.feedback.partial import PartialLabels
-from mentoring.io import write_json
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
-from mentoring.stages.train_baseline import model_arch, write_outputs
+from mentoring.stages.train_baseline import history_writer, model_arch, write_outputs
 from mentoring.training.loop import fingerprint, tensor_digest
 from mentoring.training.strategies import (
     NewData,
@@ -120,7 +118,7 @@ def run(
         device=device,
         show_progress=show_progress,
         description=strategy,
-        on_epoch=lambda hist: write_json(results_dir / "history.json", [asdict(h) for h in hist]),
+        on_epoch=history_writer(results_dir),
     )
     return write_outputs(
         strategy,

@@ -7,6 +7,7 @@ Resumes from ``<checkpoint>`` after a kill.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def run(
         fingerprint_value=fp,
         device=device,
         show_progress=show_progress,
-        on_epoch=lambda hist: write_json(results_dir / "history.json", [asdict(h) for h in hist]),
+        on_epoch=history_writer(results_dir),
     )
     return write_outputs(
         "baseline",
@@ -103,6 +104,11 @@ def run(
         results_dir,
         {"n_images": len(data)},
     )
+
+
+def history_writer(results_dir: Path) -> Callable[[list[EpochStats]], None]:
+    """The per-epoch callback that keeps ``<results>/history.json`` current during training."""
+    return lambda hist: write_json(results_dir / "history.json", [asdict(h) for h in hist])
 
 
 def write_outputs(
@@ -124,7 +130,7 @@ def write_outputs(
         classes,
         meta={"name": name, "fingerprint": fp, "epochs": len(history)},
     )
-    write_json(results_dir / "history.json", [asdict(h) for h in history])
+    history_writer(results_dir)(history)  # also when a finished run only resumed
     plot_history(history, results_dir / "plots" / "loss.png", f"{name} training loss")
     metrics = {
         "name": name,
