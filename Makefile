@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+# stage commands (`mentoring ...`) run from the venv
+DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -21,14 +23,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with its test/dev tools
 
-demo: $(STAMP)  ## the whole method on the demo line, one seed (about 13 min on 2 cores)
-	$(BIN)/mentoring line generate
-	$(BIN)/mentoring experiment table1 --seeds 1
+demo: $(STAMP)  ## the whole pipeline with `dvc repro` on the demo line, tracked in MLflow (~15 min)
+	@test -d .git || git init -q
+	@test -f .dvc/config || $(BIN)/dvc init -q
+	$(DVC) repro
 	@echo
-	@echo "Table 1:   results/table1/table1.md (and .json); plots: results/table1/plots/"
-	@echo "Per model: results/table1/work/seed_0/eval/<variant>/metrics.json and plots/"
-	@echo "Models:    results/table1/work/seed_0/models/ (baseline.pt, <strategy>.pt)"
-	@echo "Line:      data/manifests/line.parquet, preview results/line/plots/preview.png"
+	@cat results/report/table1.md
+	@echo
+	@$(BIN)/mentoring registry list
+	@echo
+	@echo "Pipeline:  dvc.yaml (dvc dag), params in params.yaml; again with nothing changed: dvc repro"
+	@echo "Table 1:   results/report/table1.md (and .json), plots in results/report/plots/"
+	@echo "Per model: results/evaluate/<strategy>/metrics.json and plots/, models in models/"
+	@echo "Registry:  results/register/decision.json; mentoring registry list | promote | rollback"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  (http://127.0.0.1:5000)"
+	@echo "Plots:     $(BIN)/dvc plots show  (writes dvc_plots/index.html); metrics: dvc metrics show"
 
 table1: $(STAMP)  ## the Table 1 experiment over 3 seeds (about 40 min on 2 cores)
 	$(BIN)/mentoring line generate
@@ -56,5 +65,5 @@ bench: $(STAMP)  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/baseline_demo.py
 
-clean:  ## remove generated data, models and results (keeps .venv)
-	rm -rf data models results
+clean:  ## remove generated data, models, results and the MLflow store (keeps .venv, data/feedback)
+	rm -rf data/line data/manifests data/mining data/mentor models results mlflow.db mlartifacts dvc_plots

@@ -59,6 +59,12 @@ SetOpt = Annotated[
     typer.Option("--set", "-S", help="Override a parameter, e.g. -S base.profile=tiny (repeat)."),
 ]
 ManifestOpt = Annotated[Path, typer.Option(help="Line manifest (parquet).")]
+TrackOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Log to MLflow (tracking.uri or MLFLOW_TRACKING_URI; checked before any work)."
+    ),
+]
 
 
 def _friendly(fn: F) -> F:
@@ -202,12 +208,13 @@ def train_cmd(
         ),
     ] = None,
     labels: Annotated[Path, typer.Option(help="Partial labels from `mentoring mentor`.")] = Path(
-        "data/feedback/partial_labels.npz"
+        "data/mentor/partial_labels.npz"
     ),
     baseline: Annotated[Path, typer.Option(help="Baseline model (transfer, omnia).")] = Path(
         "models/baseline.pt"
     ),
     resume: Annotated[bool, typer.Option(help="Resume from a matching checkpoint.")] = True,
+    track: TrackOpt = True,
 ) -> None:
     """Train the baseline on the original domain, or a new model with a mentoring strategy."""
     p = _params(params, set_)
@@ -226,6 +233,7 @@ def train_cmd(
             results or Path("results/train_baseline"),
             checkpoint,
             show_progress=show,
+            track=track,
         )
     else:
         from mentoring.stages import train
@@ -240,6 +248,7 @@ def train_cmd(
             results or Path(f"results/train/{strategy}"),
             checkpoint,
             show_progress=show,
+            track=track,
         )
     out.print(
         f"{strategy}: {m['epochs']} epochs, final loss {m['final_loss']:.4f}, "
@@ -284,11 +293,17 @@ ResultsOpt = Annotated[Path, typer.Option(help="Metrics folder.")]
 
 
 def _mentor(
-    p: Params, manifest: Path, tasks: Path, feedback: Path, labels: Path, results: Path
+    p: Params,
+    manifest: Path,
+    tasks: Path,
+    feedback: Path,
+    labels: Path,
+    results: Path,
+    simulated: Path,
 ) -> None:
     from mentoring.stages import mentor
 
-    m = mentor.run(p, manifest, tasks, feedback, labels, results)
+    m = mentor.run(p, manifest, tasks, feedback, labels, results, simulated)
     out.print(
         f"{m['n_images']} images: {m['n_confirmed']} areas confirmed "
         f"({m['n_corrected']} with a corrected class), {m['n_infirmed']} infirmed, "
@@ -304,8 +319,9 @@ def _mentor(
         )
 
 
-def _mentor_command(source: str) -> Callable[..., None]:
-    """The ``mentor simulate`` / ``mentor import`` commands: the same options, one source."""
+def _mentor_command(source: str | None) -> Callable[..., None]:
+    """The ``mentor run|simulate|import`` commands: the same options; ``run`` reads the source
+    from ``mentor.source``, the others force it."""
 
     def command(
         params: ParamsOpt = Path("params.yaml"),
@@ -313,15 +329,23 @@ def _mentor_command(source: str) -> Callable[..., None]:
         manifest: ManifestOpt = Path("data/manifests/line.parquet"),
         tasks: TasksOpt = Path("data/mining/tasks.json"),
         feedback: FeedbackOpt = Path("data/feedback"),
-        labels: LabelsOpt = Path("data/feedback/partial_labels.npz"),
+        labels: LabelsOpt = Path("data/mentor/partial_labels.npz"),
         results: ResultsOpt = Path("results/mentor"),
+        simulated: Annotated[
+            Path, typer.Option(help="Where the simulated operator's feedback file goes.")
+        ] = Path("data/mentor/simulated.json"),
     ) -> None:
-        p = _params(params, [*(set_ or []), f"mentor.source={source}"])
-        _mentor(p, manifest, tasks, feedback, labels, results)
+        forced = [f"mentor.source={source}"] if source else []
+        p = _params(params, [*(set_ or []), *forced])
+        _mentor(p, manifest, tasks, feedback, labels, results, simulated)
 
     return _friendly(command)
 
 
+mentor_app.command(
+    "run",
+    help="What the pipeline runs: simulate or import as mentor.source says, then import.",
+)(_mentor_command(None))
 mentor_app.command(
     "simulate",
     help="A simulated operator answers the tasks from the ground truth; then import everything.",
@@ -347,7 +371,10 @@ def evaluate_cmd(
             "baseline, results/evaluate/<name> otherwise]."
         ),
     ] = None,
-    name: Annotated[str, typer.Option(help="Name shown in plots and metrics.")] = "baseline",
+    name: Annotated[
+        str, typer.Option(help="Model name: 'baseline' or its strategy (plots, metrics, MLflow).")
+    ] = "baseline",
+    track: TrackOpt = True,
 ) -> None:
     """Evaluate a model on each domain: mAP, precision/recall @ threshold, image-level rates."""
     from mentoring.stages import evaluate
@@ -356,7 +383,7 @@ def evaluate_cmd(
     results = results or Path(
         "results/evaluate_baseline" if name == "baseline" else f"results/evaluate/{name}"
     )
-    m = evaluate.run(p, manifest, model, results, name)
+    m = evaluate.run(p, manifest, model, results, name, track=track)
     table = Table(
         "domain",
         "mAP",
@@ -377,6 +404,181 @@ def evaluate_cmd(
         )
     out.print(table)
     out.print(f"metrics: {results / 'metrics.json'}  plots: {results / 'plots'}/")
+
+
+@app.command("validate")
+@_friendly
+def validate_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+    results: Annotated[
+        Path, typer.Option(help="Where manifest.json (full results) and metrics.json go.")
+    ] = Path("results/validate"),
+) -> None:
+    """Check the line manifest (great-expectations): ids, sizes, checksums, defect rates."""
+    from mentoring.stages import validate
+
+    p = _params(params, set_)
+    m = validate.run(p, manifest, results)
+    out.print(
+        f"manifest valid: {m['n_expectations']} expectations on {m['n_images']} images "
+        f"-> {results / 'manifest.json'}"
+    )
+
+
+@app.command("report")
+@_friendly
+def report_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+    baseline_eval: Annotated[Path, typer.Option(help="The baseline's evaluation.")] = Path(
+        "results/evaluate_baseline"
+    ),
+    evaluations: Annotated[
+        Path, typer.Option(help="Folder of the strategies' evaluations (<strategy>/).")
+    ] = Path("results/evaluate"),
+    models: Annotated[Path, typer.Option(help="Trained models (for the t-SNE figure).")] = Path(
+        "models"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="table1.json, table1.md, plots.")] = Path(
+        "results/report"
+    ),
+    track: TrackOpt = True,
+) -> None:
+    """Table 1 of this pipeline run: every strategy against the baseline and the oracle."""
+    from mentoring.stages import report
+
+    p = _params(params, set_)
+    report.run(p, manifest, baseline_eval, evaluations, models, out_dir, track=track)
+    typer.echo((out_dir / "table1.md").read_text())
+    out.print(f"written: {out_dir / 'table1.json'}, {out_dir / 'table1.md'}, {out_dir / 'plots'}/")
+
+
+@app.command("register")
+@_friendly
+def register_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
+    baseline_train: Annotated[Path, typer.Option(help="The baseline's training results.")] = Path(
+        "results/train_baseline"
+    ),
+    baseline_eval: Annotated[Path, typer.Option(help="The baseline's evaluation.")] = Path(
+        "results/evaluate_baseline"
+    ),
+    trainings: Annotated[
+        Path, typer.Option(help="Folder of the strategies' training results (<strategy>/).")
+    ] = Path("results/train"),
+    evaluations: Annotated[
+        Path, typer.Option(help="Folder of the strategies' evaluations (<strategy>/).")
+    ] = Path("results/evaluate"),
+    results: Annotated[Path, typer.Option(help="decision.json and metrics.json.")] = Path(
+        "results/register"
+    ),
+) -> None:
+    """Register every trained model; promote the best candidate only if the gate says so."""
+    from mentoring.stages import register
+
+    p = _params(params, set_)
+    r = register.run(p, manifest, baseline_train, baseline_eval, trainings, evaluations, results)
+    news = [f"{x['variant']}=v{x['version']}" for x in r["registered"] if x["created"]]
+    out.print(f"registered: {', '.join(news) or 'nothing new'} in {r['registered_model']}")
+    colour = "green" if r["decision"] == "promoted" else "yellow"
+    out.print(
+        f"[{colour}]{r['decision']}[/]: candidate {escape(r['candidate']['variant'])} "
+        f"v{r['candidate']['version']} vs champion v{r['champion']['version']}"
+    )
+    for reason in r["reasons"]:
+        out.print(f"  - {escape(reason)}")
+    out.print(f"champion is now v{r['aliases']['champion']}; decision: {results / 'decision.json'}")
+
+
+registry_app = typer.Typer(
+    help="The MLflow model registry: versions, the champion alias, promotions and rollbacks.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+
+
+def _registry(params: Path, sets: list[str] | None) -> Any:
+    from mentoring.registry import Registry
+    from mentoring.tracking import check_reachable, resolve_uri
+
+    p = _params(params, sets)
+    uri = resolve_uri(p.tracking)
+    check_reachable(uri, p.tracking.timeout_s)
+    return Registry(uri, p.tracking.registered_model)
+
+
+@registry_app.command("list")
+@_friendly
+def registry_list(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Every version with its aliases, variant, per-domain mAP and gate decision."""
+    reg = _registry(params, set_)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in reg.aliases().items():
+        by_version.setdefault(version, []).append(alias)
+    table = Table(
+        "version",
+        "aliases",
+        "variant",
+        "original mAP",
+        "new mAP",
+        "gate",
+        "registered",
+        title=f"{reg.name} @ {reg.uri}",
+    )
+    from datetime import UTC, datetime
+
+    for v in reg.versions():
+        t = v.tags
+        table.add_row(
+            str(v.version),
+            ", ".join(sorted(by_version.get(str(v.version), []))),
+            t.get("variant", "?"),
+            t.get("original_map", "-"),
+            t.get("new_map", "-"),
+            t.get("gate_decision", "-"),
+            datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+    champion = reg.champion()  # reports a broken alias
+    if champion is None:
+        out.print("no champion yet: run the pipeline (`dvc repro`) or `mentoring registry promote`")
+
+
+@registry_app.command("promote")
+@_friendly
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")],
+    by: Annotated[str | None, typer.Option(help="Who [default: the login name].")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Make VERSION the champion by hand (no gate); the old one becomes previous-champion."""
+    reg = _registry(params, set_)
+    before = reg.promote(version, reason, by=by)
+    out.print(
+        f"{reg.name}: champion v{before or '-'} -> v{version}"
+        + (f" (v{before} is previous-champion)" if before else "")
+    )
+
+
+@registry_app.command("rollback")
+@_friendly
+def registry_rollback(
+    reason: Annotated[str, typer.Option(help="Why (recorded on both versions).")],
+    by: Annotated[str | None, typer.Option(help="Who [default: the login name].")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Give the champion alias back to the previous champion."""
+    reg = _registry(params, set_)
+    demoted, restored = reg.rollback(reason, by=by)
+    out.print(f"{reg.name}: champion v{demoted or '-'} -> v{restored} (rolled back)")
 
 
 experiment_app = typer.Typer(help="Experiments (the paper's Table 1).", no_args_is_help=True)

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +120,29 @@ class LineParams(_Section):
         return self
 
 
+class ValidateParams(_Section):
+    """Data validation (great-expectations suites) of the manifest and the operator feedback."""
+
+    defect_rate: tuple[float, float] = (0.1, 0.5)  # band [low, high] of each domain's defect rate
+    defect_rate_by_domain: dict[str, tuple[float, float]] = Field(
+        default_factory=dict
+    )  # per-domain bands that replace `defect_rate`, e.g. {new: [0.05, 0.6]}
+    max_examples: int = Field(5, ge=1)  # unexpected values shown per failed expectation
+
+    @model_validator(mode="after")
+    def _bands(self) -> ValidateParams:
+        named = {"defect_rate": self.defect_rate}
+        named |= {f"defect_rate_by_domain.{d}": b for d, b in self.defect_rate_by_domain.items()}
+        for name, (low, high) in named.items():
+            if not 0 <= low <= high <= 1:
+                raise ValueError(f"{name} must be a band 0 <= low <= high <= 1, got {[low, high]}")
+        return self
+
+    def defect_band(self, domain: str) -> tuple[float, float]:
+        """The defect-rate band of ``domain``: its own, or the global one."""
+        return self.defect_rate_by_domain.get(domain, self.defect_rate)
+
+
 class ModelParams(_Section):
     stride: int = Field(8, ge=2)  # output stride: one area (cell) per stride x stride pixels
     width: int = Field(16, ge=4)  # channels of the first encoder stage (doubles per stage)
@@ -210,15 +234,41 @@ class EvaluateParams(_Section):
     n_examples: int = Field(8, ge=0)  # images per domain in the prediction overlay plot
 
 
+class TrackingParams(_Section):
+    uri: str = "sqlite:///mlflow.db"  # MLflow tracking + registry; MLFLOW_TRACKING_URI overrides
+    artifacts: str = "mlartifacts"  # artifact folder of the embedded store (a server has its own)
+    experiment: str = Field("mentoring", min_length=1)  # MLflow experiment of pipeline runs
+    registered_model: str = Field("defect-segmenter", min_length=1)  # registry name of models
+    log_models: bool = True  # log each trained model (PyTorch flavour) in its run
+    timeout_s: float = Field(10.0, gt=0)  # reachability check of a tracking server, seconds
+
+
+class PromotionParams(_Section):
+    candidate: str = "best"  # best: top new-domain mAP within tolerance; or a strategy name
+    min_gain: float = Field(0.01, ge=0)  # candidate must beat the champion's new mAP by this
+    max_original_drop: float = Field(0.02, ge=0)  # and lose at most this original-domain mAP
+    exclude: tuple[str, ...] = ("oracle",)  # never registered: labels a plant does not have
+
+
+# The `validate` section (named after its stage, like the others) shadows pydantic's deprecated
+# `BaseModel.validate` classmethod; instances read the field, so pydantic's warning is noise.
+warnings.filterwarnings(
+    "ignore", message='Field name "validate" in "Params" shadows', category=UserWarning
+)
+
+
 class Params(_Section):
     base: BaseParams = Field(default_factory=BaseParams)
     line: LineParams = Field(default_factory=LineParams)
+    validate: ValidateParams = Field(default_factory=ValidateParams)  # type: ignore[assignment]
     model: ModelParams = Field(default_factory=ModelParams)
     train_baseline: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     mine: MineParams = Field(default_factory=MineParams)
     mentor: MentorParams = Field(default_factory=MentorParams)
     train: MentoredTrainParams = Field(default_factory=MentoredTrainParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    promotion: PromotionParams = Field(default_factory=PromotionParams)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:
@@ -231,6 +281,12 @@ class Params(_Section):
             raise ValueError(
                 f"line.image_size {self.line.image_size} is not a multiple of "
                 f"model.stride {self.model.stride}"
+            )
+        unknown = sorted(set(self.validate.defect_rate_by_domain) - set(self.line.setups))
+        if unknown:
+            raise ValueError(
+                f"validate.defect_rate_by_domain names unknown domain(s) {unknown}; "
+                f"line.setups defines {sorted(self.line.setups)}"
             )
         return self
 

@@ -5,6 +5,7 @@ A reader (or a killed process) never sees a half-written file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -56,3 +57,12 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Atomically write ``path`` with a function that writes to the path it is given."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

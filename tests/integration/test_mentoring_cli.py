@@ -40,16 +40,22 @@ def test_mine_writes_versioned_tasks(mined: Path) -> None:
 def test_simulate_then_import_is_idempotent(mined: Path) -> None:
     out = mentoring(mined, "mentor", "simulate", *TINY).stdout
     assert "areas confirmed" in out
-    labels = mined / "data/feedback/partial_labels.npz"
+    labels = mined / "data/mentor/partial_labels.npz"
     first = dict(np.load(labels))
-    # the same feedback again, under another name: nothing changes but the duplicate count
-    shutil.copy(mined / "data/feedback/simulated.json", mined / "data/feedback/copy.json")
-    out = mentoring(mined, "mentor", "import", *TINY).stdout
+    # the same feedback again, as an operator's file: nothing changes but the duplicate count
+    (mined / "data/feedback").mkdir(exist_ok=True)
+    shutil.copy(mined / "data/mentor/simulated.json", mined / "data/feedback/copy.json")
+    mentoring(mined, "mentor", "simulate", *TINY)
     second = dict(np.load(labels))
+    report = json.loads((mined / "results/mentor/metrics.json").read_text())
+    assert report["files"] == ["copy.json", "simulated.json"]
+    assert report["n_duplicates"] == report["n_records"] // 2 > 0
+    # importing only the operator's copy gives the same labels
+    mentoring(mined, "mentor", "import", *TINY)
+    third = dict(np.load(labels))
     for key in ("ids", "targets", "annotated", "healthy"):
         assert np.array_equal(first[key], second[key]), key
-    report = json.loads((mined / "results/mentor/metrics.json").read_text())
-    assert report["n_duplicates"] == report["n_records"] // 2 > 0
+        assert np.array_equal(first[key], third[key]), key
     (mined / "data/feedback/copy.json").unlink()
 
 
@@ -62,6 +68,7 @@ def test_feedback_with_unknown_ids_is_rejected_listing_them(mined: Path) -> None
         ],
     }
     path = mined / "data/feedback/bad.json"
+    path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(bad))
     try:
         proc = mentoring(mined, "mentor", "import", *TINY, check=False)

@@ -14,8 +14,11 @@ STAGES = {
     "train_baseline": ["train"],
     "evaluate": ["evaluate"],
     "mine": ["mine"],
-    "mentor": ["mentor", "simulate"],
+    "mentor": ["mentor", "run"],
     "train": ["train"],
+    "validate": ["validate"],
+    "report": ["report"],
+    "register": ["register"],
 }
 
 

@@ -93,8 +93,13 @@ def run_seed(
         d / "train/baseline",
         checkpoint=d / "checkpoints/baseline.pt",
         show_progress=show_progress,
+        track=False,  # an experiment of its own: its results are the report's files
     )
-    evals = {"baseline": evaluate.run(params, manifest, baseline, d / "eval/baseline", "baseline")}
+    evals = {
+        "baseline": evaluate.run(
+            params, manifest, baseline, d / "eval/baseline", "baseline", track=False
+        )
+    }
     log(f"seed {params.base.seed}: baseline done")
     mined = mine.run(params, manifest, baseline, d / "mining/tasks.json", d / "mine")
     mentored = mentor.run(
@@ -117,8 +122,11 @@ def run_seed(
             d / f"train/{strategy}",
             checkpoint=d / f"checkpoints/{strategy}.pt",
             show_progress=show_progress,
+            track=False,
         )
-        evals[strategy] = evaluate.run(params, manifest, model, d / f"eval/{strategy}", strategy)
+        evals[strategy] = evaluate.run(
+            params, manifest, model, d / f"eval/{strategy}", strategy, track=False
+        )
         m = evals[strategy]["domains"]["new"]
         log(
             f"seed {params.base.seed}: {strategy}: new mAP {m['map']:.3f}, "

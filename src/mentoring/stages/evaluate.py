@@ -7,8 +7,12 @@ Reads ``base``, ``line`` (classes, coverage), ``model.stride`` and ``evaluate``;
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from mentoring.config import Params
 from mentoring.data.dataset import CellDataset
@@ -22,15 +26,43 @@ from mentoring.evaluation import (
 from mentoring.io import write_json
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
+from mentoring.tracking import Tracker
 
 #: the evaluation set of each domain
 EVAL_SPLITS: tuple[tuple[str, str], ...] = (("original", "eval"), ("new", "eval"))
 
 
+def score_domains(
+    params: Params, manifest: Path, model: torch.nn.Module, device: str = "cpu"
+) -> Iterator[tuple[str, CellDataset, np.ndarray, dict[str, Any]]]:
+    """Per evaluation domain: (domain, its data, the model's probabilities, its metrics)."""
+    classes = params.line.classes
+    for domain, split in EVAL_SPLITS:
+        data = CellDataset.from_manifest(
+            manifest, domain, split, classes, params.model.stride, params.line.cell_min_coverage
+        )
+        probs = predict(model, data.split.images, params.evaluate.batch_size, device)
+        yield (
+            domain,
+            data,
+            probs,
+            area_metrics(probs, data.split.targets.numpy(), classes, params.evaluate.threshold),
+        )
+
+
 def run(
-    params: Params, manifest: Path, model_path: Path, results_dir: Path, name: str = "model"
+    params: Params,
+    manifest: Path,
+    model_path: Path,
+    results_dir: Path,
+    name: str = "model",
+    track: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``model_path`` on each domain's evaluation split; return metrics per domain."""
+    """Evaluate ``model_path`` on each domain's evaluation split; return metrics per domain.
+
+    With ``track``, the metrics and plots join the model's variant run in MLflow.
+    """
+    tracker = Tracker.open(params, manifest) if track else None  # fail before any work
     device = setup_torch(params.base)
     model, record = load_model(model_path, device)
     classes = tuple(record["classes"])
@@ -41,13 +73,8 @@ def run(
         )
     cfg = params.evaluate
     metrics: dict[str, Any] = {"model": name, "domains": {}}
-    for domain, split in EVAL_SPLITS:
-        data = CellDataset.from_manifest(
-            manifest, domain, split, classes, params.model.stride, params.line.cell_min_coverage
-        )
-        probs = predict(model, data.split.images, cfg.batch_size, device)
+    for domain, data, probs, m in score_domains(params, manifest, model, device):
         targets = data.split.targets.numpy()
-        m = area_metrics(probs, targets, classes, cfg.threshold)
         metrics["domains"][domain] = m
         plot_pr_curves(
             probs,
@@ -69,6 +96,21 @@ def run(
                 results_dir / "plots" / f"predictions_{domain}.png",
             )
     write_json(results_dir / "metrics.json", metrics)
+    if tracker is not None:
+        run_id = tracker.variant_run(name)
+        tracker.log_params(run_id, {"evaluate": cfg.model_dump(mode="json")})
+        tracker.log_metrics(
+            run_id,
+            {
+                d: {k: v for k, v in m.items() if k != "per_class"}
+                for d, m in metrics["domains"].items()
+            },
+        )
+        tracker.log_artifacts(
+            run_id,
+            [results_dir / "metrics.json", *sorted((results_dir / "plots").glob("*.png"))],
+            "evaluation",
+        )
     return metrics
 
 

@@ -3,7 +3,9 @@
 With ``mentor.source: simulate`` the simulated operator answers the tasks from the hidden ground
 truth and its file joins the feedback folder; with ``import`` only the files already there (from
 the web interface or another plant system) are used. Every ``*.json`` of the feedback folder is
-imported (idempotently) into ``partial_labels.npz``.
+imported (idempotently) into ``partial_labels.npz``, after the feedback suite
+(:func:`mentoring.validation.validate_feedback`) has checked their content against the tasks and
+the manifest; its full results go to ``<results>/validation.json``, pass or fail.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from mentoring.data.manifest import data_root, read_manifest
 from mentoring.feedback.partial import build_partial_labels, load_feedback_files
 from mentoring.feedback.schema import FeedbackError, dump, read_tasks
 from mentoring.feedback.simulate import simulate_operator
-from mentoring.io import write_bytes, write_json
-from mentoring.stages.mine import sha256_file
+from mentoring.io import sha256_file, write_bytes, write_json
+from mentoring.validation import validate_feedback
 
 
 def run(
@@ -28,8 +30,17 @@ def run(
     feedback_dir: Path,
     labels_out: Path,
     results_dir: Path,
+    simulated_out: Path | None = None,
 ) -> dict[str, Any]:
-    """Simulate (optionally) and import feedback; return the import report and label counts."""
+    """Simulate (optionally), validate and import feedback; return the import report and counts.
+
+    The simulated operator's file goes to ``simulated_out`` (default: ``simulated.json`` beside
+    ``labels_out``), apart from the operators' folder, so that folder stays an input.
+
+    Raises:
+        FeedbackError: no mined image, no feedback file, or a file that is not valid feedback.
+        ValidationError: feedback naming unknown images or areas, or with unknown values.
+    """
     cfg = params.mentor
     tasks = read_tasks(tasks_path)
     if not tasks.images:
@@ -38,8 +49,10 @@ def run(
             f"(heuristic {tasks.heuristic}, threshold {tasks.threshold})"
         )
     tasks_sha = sha256_file(tasks_path)
+    # the simulated operator reads the images; validating the feedback only needs the ids
+    images = read_manifest(manifest, check_files=cfg.source == "simulate")
     if cfg.source == "simulate":
-        df = rows_by_id(read_manifest(manifest), [t.image_id for t in tasks.images], str(manifest))
+        df = rows_by_id(images, [t.image_id for t in tasks.images], str(manifest))
         truth = {}
         if len(df):
             split = load_split(
@@ -60,11 +73,17 @@ def run(
             seed=params.base.seed,
             tasks_sha256=tasks_sha,
         )
-        write_bytes(feedback_dir / "simulated.json", dump(fb).encode())
+        simulated_out = simulated_out or labels_out.parent / "simulated.json"
+        write_bytes(simulated_out, dump(fb).encode())
     files = sorted(feedback_dir.glob("*.json")) if feedback_dir.exists() else []
+    if cfg.source == "simulate" and simulated_out is not None:
+        files = sorted({f.resolve(): f for f in [*files, simulated_out]}.values())
     if not files:
         raise FeedbackError(f"{feedback_dir}: no feedback files (*.json) to import")
     loaded = load_feedback_files(files)
+    validate_feedback(
+        params, tasks, loaded, images["image_id"].dropna(), results_dir / "validation.json"
+    )
     stale = [p.name for p, fb in loaded if fb.tasks_sha256 not in (None, tasks_sha)]
     labels, report = build_partial_labels(tasks, loaded)
     labels.save(labels_out)
@@ -80,12 +99,12 @@ def run(
 
 
 def main() -> None:
-    """Command-line entry: the same as `mentoring mentor simulate` with these arguments."""
+    """Command-line entry: the same as `mentoring mentor run` with these arguments."""
     import sys
 
     from mentoring.cli import app
 
-    app(["mentor", "simulate", *sys.argv[1:]])
+    app(["mentor", "run", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ masks) and the model; writes ``tasks.json`` (schema: :mod:`mentoring.feedback.sc
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,10 @@ from mentoring.data.dataset import load_images
 from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.evaluation import predict
 from mentoring.feedback.schema import MiningTasks, ModelRef, TaskArea, TaskImage, dump
-from mentoring.io import write_bytes, write_json
+from mentoring.io import sha256_file, write_bytes, write_json
 from mentoring.mining import extract_areas, make_heuristic, rank
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run(

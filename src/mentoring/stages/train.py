@@ -20,13 +20,21 @@ from mentoring.evaluation import predict
 from mentoring.feedback.partial import PartialLabels
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
-from mentoring.stages.train_baseline import history_writer, model_arch, write_outputs
+from mentoring.stages.train_baseline import (
+    epoch_callback,
+    log_training,
+    model_arch,
+    start_tracking,
+    write_outputs,
+)
+from mentoring.tracking import Tracker
 from mentoring.training.loop import fingerprint, tensor_digest
 from mentoring.training.strategies import (
     NewData,
     apply_healthy,
     apply_omnia,
     build_trainee,
+    strategy_params,
     train_strategy,
 )
 
@@ -79,9 +87,14 @@ def run(
     results_dir: Path,
     checkpoint: Path | None = None,
     show_progress: bool = True,
+    track: bool = True,
 ) -> dict[str, Any]:
-    """Train ``strategy``; return its training metrics."""
+    """Train ``strategy``; return its training metrics.
+
+    With ``track``, the run is logged to MLflow (checked before training starts).
+    """
     flags = parse_strategy(strategy)
+    tracker = Tracker.open(params, manifest) if track else None
     device = setup_torch(params.base)
     line, cfg, seed = params.line, params.train, params.base.seed
     baseline = None
@@ -98,13 +111,16 @@ def run(
     fp = fingerprint(
         strategy,
         arch,
-        cfg.model_dump(),
+        strategy_params(strategy, cfg),
         seed,
         tensor_digest(
             original.split.images, original.split.targets, new.images, new.targets, new.annotated
         ),
         # the baseline's weights, not its file: torch.save writes a fresh id into every file
         tensor_digest(*baseline.state_dict().values()) if baseline is not None else None,
+    )
+    run_id = start_tracking(
+        tracker, strategy, params, {"strategy": strategy, "train": strategy_params(strategy, cfg)}
     )
     history = train_strategy(
         trainee,
@@ -118,9 +134,9 @@ def run(
         device=device,
         show_progress=show_progress,
         description=strategy,
-        on_epoch=history_writer(results_dir),
+        on_epoch=epoch_callback(results_dir, tracker, run_id),
     )
-    return write_outputs(
+    metrics = write_outputs(
         strategy,
         trainee.segmenter,
         arch,
@@ -136,6 +152,9 @@ def run(
             "new_annotated_fraction": new.annotated_fraction,
         },
     )
+    if tracker is not None and run_id is not None:
+        log_training(tracker, run_id, params, trainee.segmenter, results_dir, metrics, fp)
+    return metrics
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Resumes from ``<checkpoint>`` after a kill.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +27,7 @@ from mentoring.losses import supervised_bce
 from mentoring.models.segmenter import Segmenter
 from mentoring.models.store import save_model
 from mentoring.runtime import seed_everything, setup_torch
+from mentoring.tracking import Tracker
 from mentoring.training.loop import EpochStats, fingerprint, tensor_digest, train
 
 
@@ -59,14 +61,20 @@ def run(
     results_dir: Path,
     checkpoint: Path | None = None,
     show_progress: bool = True,
+    track: bool = True,
 ) -> dict[str, Any]:
-    """Train the baseline on ``original/train``; return final training metrics."""
+    """Train the baseline on ``original/train``; return final training metrics.
+
+    With ``track``, the run is logged to MLflow (checked before training starts).
+    """
+    tracker = Tracker.open(params, manifest) if track else None
     device = setup_torch(params.base)
     line, cfg = params.line, params.train_baseline
     data = CellDataset.from_manifest(
         manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
     )
     seed_everything(params.base.seed)
+    run_id = start_tracking(tracker, "baseline", params, {"train_baseline": cfg.model_dump()})
     arch = model_arch(params)
     model = Segmenter(**arch)
     fp = fingerprint(
@@ -91,9 +99,9 @@ def run(
         fingerprint_value=fp,
         device=device,
         show_progress=show_progress,
-        on_epoch=history_writer(results_dir),
+        on_epoch=epoch_callback(results_dir, tracker, run_id),
     )
-    return write_outputs(
+    metrics = write_outputs(
         "baseline",
         model,
         arch,
@@ -104,6 +112,87 @@ def run(
         results_dir,
         {"n_images": len(data)},
     )
+    if tracker is not None and run_id is not None:
+        log_training(tracker, run_id, params, model, results_dir, metrics, fp)
+    return metrics
+
+
+def start_tracking(
+    tracker: Tracker | None, name: str, params: Params, section: dict[str, Any]
+) -> str | None:
+    """The variant run of ``name`` with its params logged; None without tracking."""
+    if tracker is None:
+        return None
+    run_id = tracker.variant_run(name)
+    tracker.log_params(
+        run_id,
+        {
+            **section,
+            "model": params.model.model_dump(mode="json"),
+            "seed": params.base.seed,
+            "profile": params.base.profile,
+        },
+    )
+    return run_id
+
+
+def epoch_callback(
+    results_dir: Path, tracker: Tracker | None, run_id: str | None
+) -> Callable[[list[EpochStats]], None]:
+    """Per epoch: keep ``history.json`` current and, when tracking, log the epoch."""
+    write = history_writer(results_dir)
+    if tracker is None or run_id is None:
+        return write
+    log = tracker.epoch_logger(run_id)
+
+    def both(history: list[EpochStats]) -> None:
+        write(history)
+        log(history)
+
+    return both
+
+
+def log_training(
+    tracker: Tracker,
+    run_id: str,
+    params: Params,
+    model: Segmenter,
+    results_dir: Path,
+    metrics: dict[str, Any],
+    fp: str,
+) -> dict[str, Any]:
+    """Log final metrics, plots and the model; write ``<results>/mlflow.json`` (the lineage
+    the ``register`` stage reads). Returns that record."""
+    history = json.loads((results_dir / "history.json").read_text())
+    tracker.log_history(run_id, [EpochStats(**h) for h in history])
+    tracker.log_metrics(run_id, {"final": {k: v for k, v in metrics.items() if k != "epochs"}})
+    tracker.log_artifacts(
+        run_id,
+        [
+            results_dir / "metrics.json",
+            results_dir / "history.json",
+            results_dir / "plots/loss.png",
+        ],
+        "training",
+    )
+    record: dict[str, Any] = {
+        "tracking_uri": tracker.uri,
+        "experiment_id": tracker.experiment_id,
+        "run_id": run_id,
+        "fingerprint": fp,
+        **tracker.lineage,
+    }
+    if params.tracking.log_models:
+        line = params.line
+        record |= tracker.log_model(
+            run_id,
+            model,
+            line.classes,
+            (line.channels, line.image_size, line.image_size),
+            tags={"fingerprint": fp, "variant": metrics["name"]},
+        )
+    write_json(results_dir / "mlflow.json", record)
+    return record
 
 
 def history_writer(results_dir: Path) -> Callable[[list[EpochStats]], None]:

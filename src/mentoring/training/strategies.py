@@ -15,6 +15,7 @@ Combinations join with ``+``: ``transfer+omnia``, ``transfer+dann``, ...
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,23 @@ class Trainee(nn.Module):
         super().__init__()
         self.segmenter = segmenter
         self.domain_head = domain_head
+
+
+def strategy_params(strategy: str, cfg: MentoredTrainParams) -> dict[str, Any]:
+    """The ``train`` params that ``strategy`` reads (what its checkpoint fingerprint covers).
+
+    Leaving out the others (the strategy list, OMNIA's epsilon without ``omnia``, the domain
+    loss's weight and ramp without ``dann``) keeps a finished strategy's checkpoint valid when
+    they change: ``dvc repro`` after ``train.dann_weight`` changes reruns every ``train@``
+    stage (they share one params list), and the strategies without DANN resume at once.
+    """
+    flags = parse_strategy(strategy)
+    read = cfg.model_dump(mode="json", exclude={"strategies"})
+    if "omnia" not in flags:
+        del read["omnia_epsilon"]
+    if "dann" not in flags:
+        del read["dann_weight"], read["dann_gamma"]
+    return read
 
 
 def make_loss(trainee: Trainee, cfg: MentoredTrainParams) -> LossFn:

@@ -208,3 +208,16 @@ def test_make_loss_without_dann() -> None:
     loss, parts = make_loss(trainee, MentoredTrainParams())(_batch(), 0.1)
     assert set(parts) == {"l_s", "l_w"}
     assert loss.item() == pytest.approx(parts["l_s"] + parts["l_w"], rel=1e-5)
+
+
+def test_strategy_params_cover_only_what_the_strategy_reads() -> None:
+    from mentoring.config import MentoredTrainParams
+    from mentoring.training.strategies import strategy_params
+
+    cfg = MentoredTrainParams()
+    changed = cfg.model_copy(update={"dann_weight": 0.5, "omnia_epsilon": 0.05})
+    assert strategy_params("scratch", cfg) == strategy_params("scratch", changed)
+    assert "strategies" not in strategy_params("scratch", cfg)
+    assert strategy_params("scratch+dann", cfg) != strategy_params("scratch+dann", changed)
+    assert strategy_params("transfer+omnia", cfg) != strategy_params("transfer+omnia", changed)
+    assert strategy_params("transfer+omnia", cfg)["lambda_w"] == cfg.lambda_w

@@ -1,0 +1,150 @@
+"""The validate stage and the mentor stage's feedback validation on a tiny generated line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mentoring.config import Params, parse_params
+from mentoring.data.manifest import read_manifest, write_manifest
+from mentoring.feedback.schema import (
+    AreaVerdict,
+    FeedbackFile,
+    ImageFeedback,
+    MiningTasks,
+    ModelRef,
+    TaskArea,
+    TaskImage,
+    dump,
+)
+from mentoring.line.generate import generate_line
+from mentoring.stages import mentor, validate
+from mentoring.validation import ValidationError
+from tests.integration.test_baseline_cli import REPO, mentoring
+
+
+@pytest.fixture(scope="module")
+def params() -> Params:
+    return parse_params({"base": {"profile": "tiny"}, "mentor": {"source": "import"}})
+
+
+@pytest.fixture(scope="module")
+def line(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny line (112 images); returns its manifest."""
+    return generate_line(params, tmp_path_factory.mktemp("line") / "data")
+
+
+def _broken_copy(manifest: Path, tmp_path: Path) -> Path:
+    df = read_manifest(manifest, check_files=False)
+    df.loc[3, "image_id"] = df.loc[2, "image_id"]
+    df.loc[7, "width"] = 64
+    path = tmp_path / "manifests" / "line.parquet"
+    write_manifest(df, path)
+    return path
+
+
+def test_generated_line_passes(params: Params, line: Path, tmp_path: Path) -> None:
+    metrics = validate.run(params, line, tmp_path / "validate")
+    assert metrics == {"n_images": 112, "n_expectations": 17, "n_failed": 0, "success": True}
+    assert json.loads((tmp_path / "validate/metrics.json").read_text()) == metrics
+    saved = json.loads((tmp_path / "validate/manifest.json").read_text())
+    assert saved["success"] is True and saved["failures"] == []
+    assert set(saved["results"]) == {"manifest", "manifest_classes"}
+
+
+def test_broken_manifest_fails_after_writing_results(
+    params: Params, line: Path, tmp_path: Path
+) -> None:
+    broken = _broken_copy(line, tmp_path)
+    results = tmp_path / "validate"
+    with pytest.raises(ValidationError) as exc:
+        validate.run(params, broken, results)
+    msg = str(exc.value)
+    duplicated = read_manifest(broken, check_files=False)["image_id"].iloc[2]
+    assert "manifest validation failed: 2 of 17 expectations" in msg
+    assert f"'{duplicated}'" in msg and "64 (image_id=" in msg
+    assert str(results / "manifest.json") in msg
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["success"] is False and metrics["n_failed"] == 2
+    assert json.loads((results / "manifest.json").read_text())["n_failed"] == 2
+
+
+def _tasks_and_feedback(manifest: Path, root: Path, area_id: str) -> tuple[Path, Path]:
+    """tasks.json with one area on a pool image, and feedback on ``area_id`` of that image."""
+    df = read_manifest(manifest, check_files=False)
+    row = df[df["split"] == "pool"].iloc[0]
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    area = TaskArea(
+        area_id=f"{row.image_id}/stain/0",
+        cls="stain",
+        cells=[(1, 2)],
+        bbox=(16, 8, 24, 16),
+        score=1,
+    )
+    tasks = MiningTasks(
+        model=ModelRef(name="baseline", path="m.pt", sha256="0" * 64),
+        heuristic="detections",
+        threshold=0.5,
+        stride=8,
+        grid=(16, 16),
+        classes=["scratch", "crack", "dent", "stain", "hole", "chip"],
+        created_at=t0,
+        images=[TaskImage(image_id=row.image_id, path=row.path, score=1.0, areas=[area])],
+    )
+    item = ImageFeedback(
+        image_id=row.image_id,
+        operator="op-1",
+        timestamp=t0,
+        areas=[AreaVerdict(area_id=area_id.format(id=row.image_id), verdict="defect")],
+    )
+    tasks_path, fb_dir = root / "mining/tasks.json", root / "feedback"
+    tasks_path.parent.mkdir(parents=True)
+    tasks_path.write_text(dump(tasks))
+    fb_dir.mkdir()
+    (fb_dir / "op.json").write_text(dump(FeedbackFile(items=[item])))
+    return tasks_path, fb_dir
+
+
+def test_mentor_validates_feedback_before_import(
+    params: Params, line: Path, tmp_path: Path
+) -> None:
+    tasks, fb = _tasks_and_feedback(line, tmp_path, "{id}/stain/0")
+    labels, results = tmp_path / "labels.npz", tmp_path / "mentor"
+    metrics = mentor.run(params, line, tasks, fb, labels, results)
+    assert metrics["n_confirmed"] == 1 and labels.exists()
+    assert json.loads((results / "validation.json").read_text())["success"] is True
+
+
+def test_mentor_rejects_unknown_area_with_the_report(
+    params: Params, line: Path, tmp_path: Path
+) -> None:
+    tasks, fb = _tasks_and_feedback(line, tmp_path, "{id}/crack/7")
+    labels, results = tmp_path / "labels.npz", tmp_path / "mentor"
+    with pytest.raises(ValidationError) as exc:
+        mentor.run(params, line, tasks, fb, labels, results)
+    assert "/crack/7'] (file=op.json)" in str(exc.value)
+    assert not labels.exists()
+    assert json.loads((results / "validation.json").read_text())["n_failed"] == 1
+
+
+def _has_validate_command() -> bool:
+    from typer.main import get_command
+
+    from mentoring.cli import app
+
+    return "validate" in get_command(app).commands
+
+
+@pytest.mark.skipif(not _has_validate_command(), reason="cli.py has no `validate` command yet")
+def test_cli_validate(line: Path, tmp_path: Path) -> None:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    ok = mentoring(tmp_path, "validate", "-S", "base.profile=tiny", "--manifest", str(line))
+    assert (tmp_path / "results/validate/manifest.json").exists(), ok.stdout
+    broken = _broken_copy(line, tmp_path / "broken")
+    proc = mentoring(tmp_path, "validate", "--manifest", str(broken), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "manifest validation failed" in proc.stderr and "width" in proc.stderr

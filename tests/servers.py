@@ -1,0 +1,257 @@
+"""Real servers on loopback for the remote tests: moto's S3 server and an MLflow tracking server.
+
+Each server runs as a separate process (what a deployment talks to, not an in-process mock), in
+its own process group so that teardown also ends the workers it forks. Startup is polled with a
+bounded loop; if the server does not answer in time, or exits first, the error carries the tail
+of its log.
+
+Example:
+    with moto_s3_server() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint, **aws_client_kwargs())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+
+# Dummy credentials: moto accepts any, and a real account must never be reached by a test.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+# Variables that would override the ones above (or point clients elsewhere); removed from the
+# environments we build. A developer's ~/.aws files stay readable but lose to the variables above
+# (pointing AWS_CONFIG_FILE at os.devnull breaks s3fs/aiobotocore: "config file not found").
+AWS_ENV_TO_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+# The MLflow server forks a job runner and huey consumers by default, which outlive a SIGTERM to
+# the `mlflow` process and which no test needs; telemetry would try to leave the machine.
+MLFLOW_SERVER_ENV = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
+
+
+class ServerStartError(RuntimeError):
+    """A server did not answer within its startup timeout, or exited while starting."""
+
+
+def aws_test_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment for a subprocess (e.g. `dvc`) that talks to the moto server.
+
+    Args:
+        base: the environment to start from (default: a copy of ``os.environ``).
+
+    Returns:
+        ``base`` with the dummy AWS credentials and region set and any profile or endpoint
+        override removed.
+    """
+    env = dict(os.environ if base is None else base)
+    for key in AWS_ENV_TO_UNSET:
+        env.pop(key, None)
+    env.update(AWS_TEST_ENV)
+    return env
+
+
+def aws_client_kwargs() -> dict[str, str]:
+    """Keyword arguments for ``boto3.client("s3", endpoint_url=..., **aws_client_kwargs())``."""
+    return {
+        "aws_access_key_id": AWS_TEST_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": AWS_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": AWS_TEST_ENV["AWS_DEFAULT_REGION"],
+    }
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback now (the OS picks it; another process may race us)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def _log_tail(log_path: Path, start: int = 0, max_chars: int = 4000) -> str:
+    """The last ``max_chars`` of the log written after byte ``start``."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(start)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return "<no log>"
+    return text[-max_chars:] if text else "<empty log>"
+
+
+def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM the server's process group, then SIGKILL it if it is still there after grace_s."""
+    if proc.poll() is not None:
+        # The leader is gone; its children (same group) may not be.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    # Kill whatever is left of the group (workers that ignored SIGTERM, or the leader itself).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+
+
+@contextlib.contextmanager
+def _server(
+    name: str,
+    make_cmd: Callable[[int], list[str]],
+    health_path: str,
+    log_path: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    attempts: int = 3,
+) -> Iterator[str]:
+    """Start ``make_cmd(port)`` in its own process group, wait for ``health_path``, yield the URL.
+
+    A server that exits while starting (e.g. its port was taken between `free_port` and its
+    bind) is retried on another port, up to ``attempts`` times.
+    """
+    errors: list[str] = []
+    for _ in range(attempts):
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        with open(log_path, "ab") as log:
+            log_start = log.tell()  # this attempt's output starts here
+            proc = subprocess.Popen(
+                make_cmd(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,  # its own process group: teardown reaches its workers
+            )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                if _http_ok(url + health_path):
+                    break
+                time.sleep(0.1)
+            else:
+                if proc.poll() is not None:
+                    errors.append(
+                        f"{name} exited with code {proc.returncode} on port {port}; log:\n"
+                        + _log_tail(log_path, log_start)
+                    )
+                    continue
+                raise ServerStartError(
+                    f"{name} did not answer {url}{health_path} within {timeout_s:.0f} s; log:\n"
+                    + _log_tail(log_path, log_start)
+                )
+            yield url
+            return
+        finally:
+            _stop(proc)
+    raise ServerStartError(f"{name} failed to start {attempts} times:\n" + "\n".join(errors))
+
+
+@contextlib.contextmanager
+def moto_s3_server(log_dir: Path | None = None, *, timeout_s: float = 30.0) -> Iterator[str]:
+    """Run ``python -m moto.server`` on a free loopback port and yield its endpoint URL.
+
+    The server keeps its state (buckets, objects) in memory for its lifetime: tests sharing one
+    server should use their own bucket names.
+
+    Args:
+        log_dir: where to write ``moto.log`` (default: a temporary directory removed at exit).
+        timeout_s: how long to wait for the server to answer.
+
+    Yields:
+        The endpoint URL, e.g. ``http://127.0.0.1:54321``.
+    """
+    with contextlib.ExitStack() as stack:
+        if log_dir is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="moto-")))
+        with _server(
+            "moto S3 server",
+            lambda port: [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+            "/moto-api/",
+            log_dir / "moto.log",
+            timeout_s,
+        ) as url:
+            yield url
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[str]:
+    """Run ``mlflow server`` (sqlite store, local proxied artifacts) and yield its tracking URI.
+
+    One uvicorn worker, no job execution (see ``MLFLOW_SERVER_ENV``). The default security
+    middleware already accepts ``127.0.0.1`` as a host, so it stays on.
+
+    Args:
+        workdir: holds ``mlflow.db``, ``mlartifacts/`` and ``mlflow-server.log``.
+        timeout_s: how long to wait for ``GET /health`` to answer 200 (startup takes about 6 s
+            on 2 cores).
+
+    Yields:
+        The tracking URI, e.g. ``http://127.0.0.1:54321``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    # mlflow's CLI lives next to the interpreter running the tests (the project's venv).
+    mlflow_bin = VENV_BIN / "mlflow"
+    mlflow_cmd = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
+
+    def make_cmd(port: int) -> list[str]:
+        return [
+            *mlflow_cmd,
+            "server",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(workdir / "mlartifacts"),
+        ]
+
+    env = {**os.environ, **MLFLOW_SERVER_ENV}
+    with _server(
+        "mlflow server",
+        make_cmd,
+        "/health",
+        workdir / "mlflow-server.log",
+        timeout_s,
+        env=env,
+        cwd=workdir,
+    ) as url:
+        yield url
