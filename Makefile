@@ -64,6 +64,7 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 bench: $(STAMP)  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/baseline_demo.py
+	$(PY) benchmarks/tracking.py
 
 clean:  ## remove generated data, models, results and the MLflow store (keeps .venv, data/feedback)
 	rm -rf data/line data/manifests data/mining data/mentor models results mlflow.db mlartifacts dvc_plots

@@ -127,24 +127,16 @@ def _root(
     """Keep a deployed defect-segmentation model accurate while a production line drifts."""
 
 
-@line_app.command("generate")
-@_friendly
-def line_generate(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    data: Annotated[Path, typer.Option(help="Data root to write line/ and manifests/ in.")] = Path(
-        "data"
-    ),
-    results: Annotated[Path, typer.Option(help="Where metrics.json and the preview go.")] = Path(
-        "results/line"
-    ),
-) -> None:
-    """Render the synthetic line (both domains, every split) of the active profile."""
+DataOpt = Annotated[Path, typer.Option(help="Data root to write line/ and manifests/ in.")]
+LineResultsOpt = Annotated[Path, typer.Option(help="Where metrics.json and the preview go.")]
+
+
+def _line(p: Params, data: Path, results: Path) -> None:
     from mentoring.stages import line
 
-    p = _params(params, set_)
-    with _bar(f"rendering the '{p.base.profile}' line") as bar:
-        task = bar.add_task("render", total=None)
+    verb = "rendering" if p.line.source == "synthetic" else f"ingesting {p.line.ingest_dir}:"
+    with _bar(f"{verb} the '{p.base.profile}' line") as bar:
+        task = bar.add_task("line", total=None)
         m = line.run(p, data, results, progress=lambda d, t: bar.update(task, completed=d, total=t))
     table = Table("domain/split", "images", "defect rate", "nuisances/image", title="line")
     for key, v in m["splits"].items():
@@ -152,10 +144,60 @@ def line_generate(
             key, str(v["n_images"]), f"{v['defect_rate']:.2f}", f"{v['nuisances_per_image']:.2f}"
         )
     out.print(table)
+    for q in m["quarantined"][:20]:
+        console.print(f"[yellow]quarantined:[/] {escape(q['file'])}: {escape(q['reason'])}")
+    if m["n_quarantined"]:
+        console.print(
+            f"[yellow]{m['n_quarantined']} file(s) quarantined[/] -> "
+            f"{data / 'quarantine'}/ (report.json lists them all)"
+        )
     out.print(
         f"manifest: {data / 'manifests' / 'line.parquet'}  "
         f"preview: {results / 'plots' / 'preview.png'}"
     )
+
+
+@line_app.command("run")
+@_friendly
+def line_run(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    data: DataOpt = Path("data"),
+    results: LineResultsOpt = Path("results/line"),
+) -> None:
+    """What the pipeline runs: generate or ingest, as line.source says."""
+    _line(_params(params, set_), data, results)
+
+
+@line_app.command("generate")
+@_friendly
+def line_generate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    data: DataOpt = Path("data"),
+    results: LineResultsOpt = Path("results/line"),
+) -> None:
+    """Render the synthetic line (both domains, every split) of the active profile."""
+    _line(_params(params, [*(set_ or []), "line.source=synthetic"]), data, results)
+
+
+@line_app.command("ingest")
+@_friendly
+def line_ingest(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(help="<domain>/<split>/images|masks/ folder [default: line.ingest_dir]."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    data: DataOpt = Path("data"),
+    results: LineResultsOpt = Path("results/line"),
+) -> None:
+    """Ingest real images (and masks) instead of rendering; unusable files are quarantined."""
+    sets = [*(set_ or []), "line.source=folder"]
+    if folder is not None:
+        sets.append(f"line.ingest_dir={folder}")
+    _line(_params(params, sets), data, results)
 
 
 @line_app.command("preview")
@@ -520,16 +562,9 @@ def registry_list(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) 
     by_version: dict[str, list[str]] = {}
     for alias, version in reg.aliases().items():
         by_version.setdefault(version, []).append(alias)
-    table = Table(
-        "version",
-        "aliases",
-        "variant",
-        "original mAP",
-        "new mAP",
-        "gate",
-        "registered",
-        title=f"{reg.name} @ {reg.uri}",
-    )
+    table = Table(title=f"{reg.name} @ {reg.uri}")
+    for name in ("v", "aliases", "variant", "orig mAP", "new mAP", "gate", "registered"):
+        table.add_column(name, overflow="fold")
     from datetime import UTC, datetime
 
     for v in reg.versions():
@@ -541,7 +576,7 @@ def registry_list(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) 
             t.get("original_map", "-"),
             t.get("new_map", "-"),
             t.get("gate_decision", "-"),
-            datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%m-%d %H:%M"),
         )
     out.print(table)
     champion = reg.champion()  # reports a broken alias

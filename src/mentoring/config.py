@@ -86,6 +86,8 @@ def _default_setups() -> dict[str, AcquisitionSetup]:
 
 
 class LineParams(_Section):
+    source: Literal["synthetic", "folder"] = "synthetic"  # generate the line, or ingest a folder
+    ingest_dir: str = "data/ingest"  # source: folder -> <domain>/<split>/images|masks/*.png
     seed: int = 0  # which synthetic line: the data set's seed, apart from training's base.seed
     image_size: int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride
     channels: Literal[1, 3] = 1  # 1 = grayscale camera, 3 = RGB

@@ -164,3 +164,15 @@ def test_corrupt_image_is_named(workdir: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert victim.name in proc.stderr
+
+
+def test_ingest_a_folder_quarantines_bad_files(workdir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "plant"
+    shutil.copytree(workdir / "data/line", src)
+    (src / "new/eval/images/broken.png").write_bytes(b"not a png")
+    shutil.copy(workdir / "params.yaml", tmp_path / "params.yaml")
+    proc = mentoring(tmp_path, "line", "ingest", str(src), *TINY)
+    assert "quarantined:" in proc.stderr and "broken.png" in proc.stderr
+    metrics = json.loads((tmp_path / "results/line/metrics.json").read_text())
+    assert metrics["source"] == "folder" and metrics["n_quarantined"] == 1
+    assert metrics["splits"]["new/eval"]["n_images"] == 16

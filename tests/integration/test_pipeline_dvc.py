@@ -74,8 +74,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, r / name)
     shutil.copytree(REPO / "src", r / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    (r / "data/feedback").mkdir(parents=True)
-    shutil.copy(REPO / "data/feedback/README.md", r / "data/feedback/README.md")
+    for folder in ("data/feedback", "data/ingest"):  # git-tracked inputs of `mentor`, `line`
+        (r / folder).mkdir(parents=True)
+        shutil.copy(REPO / folder / "README.md", r / folder / "README.md")
     set_params(
         r,
         **{
@@ -127,6 +128,12 @@ def test_repro_runs_every_stage_and_registers_a_champion(repo: Path) -> None:
     files = metrics[""]["data"]
     assert "results/evaluate/scratch+dann/metrics.json" in files
     assert "results/register/metrics.json" in files
+    # declared plots render with no extra code: training curves, PR curves, Table 1 figures
+    dvc(repo, "plots", "show", "-o", "plots_html")
+    html = (repo / "plots_html/index.html").read_text()
+    assert "results/train/scratch+dann/history.json" in html
+    assert "pr_new.png" in html and "variants.png" in html
+    shutil.rmtree(repo / "plots_html")
 
 
 def test_registered_champion_predicts_like_the_torch_model(repo: Path) -> None:

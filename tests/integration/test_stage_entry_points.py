@@ -10,7 +10,7 @@ import pytest
 from tests.integration.test_baseline_cli import CLI
 
 STAGES = {
-    "line": ["line", "generate"],
+    "line": ["line", "run"],
     "train_baseline": ["train"],
     "evaluate": ["evaluate"],
     "mine": ["mine"],

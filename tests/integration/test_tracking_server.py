@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -80,15 +81,19 @@ def test_train_and_register_against_a_tracking_server(
         show_progress=False,
     )
     evaluate.run(p, man, wd / "models/scratch.pt", r / "evaluate/scratch", "scratch")
-    decision = register.run(
-        p,
-        man,
-        r / "train_baseline",
-        r / "evaluate_baseline",
-        r / "train",
-        r / "evaluate",
-        r / "register",
-    )
+
+    def register_all() -> dict[str, Any]:
+        return register.run(
+            p,
+            man,
+            r / "train_baseline",
+            r / "evaluate_baseline",
+            r / "train",
+            r / "evaluate",
+            r / "register",
+        )
+
+    decision = register_all()
 
     # the runs: one parent, nested variant runs with per-epoch metrics, eval metrics, lineage
     client = mlflow.MlflowClient(mlflow_server_uri)
@@ -126,15 +131,7 @@ def test_train_and_register_against_a_tracking_server(
     np.testing.assert_allclose(got, predict(model, images), atol=1e-5)
 
     # a second registration of the same models creates no version
-    again = register.run(
-        p,
-        man,
-        r / "train_baseline",
-        r / "evaluate_baseline",
-        r / "train",
-        r / "evaluate",
-        r / "register",
-    )
+    again = register_all()
     assert not any(x["created"] for x in again["registered"])
     assert again["first_model"] is None
 

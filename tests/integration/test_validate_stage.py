@@ -15,15 +15,12 @@ from mentoring.feedback.schema import (
     AreaVerdict,
     FeedbackFile,
     ImageFeedback,
-    MiningTasks,
-    ModelRef,
-    TaskArea,
-    TaskImage,
     dump,
 )
 from mentoring.line.generate import generate_line
 from mentoring.stages import mentor, validate
 from mentoring.validation import ValidationError
+from tests.factories import area, make_tasks
 from tests.integration.test_baseline_cli import REPO, mentoring
 
 
@@ -78,22 +75,11 @@ def _tasks_and_feedback(manifest: Path, root: Path, area_id: str) -> tuple[Path,
     df = read_manifest(manifest, check_files=False)
     row = df[df["split"] == "pool"].iloc[0]
     t0 = datetime(2026, 5, 1, tzinfo=UTC)
-    area = TaskArea(
-        area_id=f"{row.image_id}/stain/0",
-        cls="stain",
-        cells=[(1, 2)],
-        bbox=(16, 8, 24, 16),
-        score=1,
-    )
-    tasks = MiningTasks(
-        model=ModelRef(name="baseline", path="m.pt", sha256="0" * 64),
-        heuristic="detections",
-        threshold=0.5,
-        stride=8,
-        grid=(16, 16),
+    tasks = make_tasks(
+        {row.image_id: [area(f"{row.image_id}/stain/0", "stain", [(1, 2)], (16, 8, 24, 16))]},
         classes=["scratch", "crack", "dent", "stain", "hole", "chip"],
-        created_at=t0,
-        images=[TaskImage(image_id=row.image_id, path=row.path, score=1.0, areas=[area])],
+        grid=(16, 16),
+        paths={row.image_id: row.path},
     )
     item = ImageFeedback(
         image_id=row.image_id,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +19,6 @@ from mentoring.feedback.schema import (
     FeedbackFile,
     ImageFeedback,
     MiningTasks,
-    ModelRef,
-    TaskArea,
-    TaskImage,
 )
 from mentoring.validation import (
     SuiteResult,
@@ -35,8 +31,7 @@ from mentoring.validation import (
     run_suites,
     validate_feedback,
 )
-
-T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+from tests.factories import T0, area, make_tasks
 
 
 def _failed(result: SuiteResult) -> set[tuple[str, str | None]]:
@@ -257,36 +252,15 @@ def test_validate_params_are_checked() -> None:
 # -- feedback ---------------------------------------------------------------------------------
 
 
-def _area(area_id: str, cls: str, cells: list[tuple[int, int]]) -> TaskArea:
-    return TaskArea(area_id=area_id, cls=cls, cells=cells, bbox=(0, 0, 8, 8), score=0.9)
-
-
 def _tasks(extra_cells: list[tuple[int, int]] | None = None) -> MiningTasks:
-    return MiningTasks(
-        model=ModelRef(name="baseline", path="m.pt", sha256="0" * 64),
-        heuristic="detections",
-        threshold=0.5,
-        stride=8,
-        grid=(4, 4),
-        classes=["scratch", "stain"],
-        created_at=T0,
-        images=[
-            TaskImage(
-                image_id="img-a",
-                path="a.png",
-                score=0.9,
-                areas=[
-                    _area("img-a/scratch/0", "scratch", [(0, 0), (0, 1)]),
-                    _area("img-a/stain/0", "stain", [(3, 3), *(extra_cells or [])]),
-                ],
-            ),
-            TaskImage(
-                image_id="img-b",
-                path="b.png",
-                score=0.8,
-                areas=[_area("img-b/stain/0", "stain", [(1, 1)])],
-            ),
-        ],
+    return make_tasks(
+        {
+            "img-a": [
+                area("img-a/scratch/0", "scratch", [(0, 0), (0, 1)]),
+                area("img-a/stain/0", "stain", [(3, 3), *(extra_cells or [])]),
+            ],
+            "img-b": [area("img-b/stain/0", "stain", [(1, 1)])],
+        }
     )
 
 

@@ -82,6 +82,13 @@ def load_split(
     progress: Callable[[int, int], None] | None = None,
 ) -> Split:
     """Decode the images and masks of manifest rows ``df`` (paths relative to ``root``)."""
+    unlabelled = df.loc[df["mask_path"].astype(str) == "", "image_id"].tolist()
+    if unlabelled:
+        raise ImageError(
+            f"{len(unlabelled)} image(s) have no mask (ingested unlabelled), e.g. "
+            f"{unlabelled[:3]}: their ground truth is needed here (oracle, simulated operator); "
+            f"use mentored feedback (mentor.source: import) instead"
+        )
     images = load_images(df, root)
     n, _, h, w = images.shape
     targets = np.empty((n, len(classes), h // stride, w // stride), np.uint8)

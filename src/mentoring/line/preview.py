@@ -65,14 +65,18 @@ def contact_sheet(
                 continue
             row = picked.iloc[k]
             img = np.asarray(Image.open(root / row["path"]))
-            mask = np.asarray(Image.open(root / row["mask_path"]))
+            mask = (  # an ingested unlabelled pool has no masks
+                np.asarray(Image.open(root / row["mask_path"]))
+                if row["mask_path"]
+                else np.zeros(img.shape[:2], np.uint8)
+            )
             ax.imshow(img, cmap="gray", vmin=0, vmax=255)
             for c in range(1, len(classes) + 1):
                 if (mask == c).any():
                     ax.contour(
                         mask == c, levels=[0.5], colors=[CLASS_COLORS[(c - 1) % 7]], linewidths=0.9
                     )
-            label = row["defect_classes"] or "healthy"
+            label = row["defect_classes"] or ("healthy" if row["mask_path"] else "unlabelled")
             ax.set_title(f"{domain} · {label}", fontsize=7)
     handles = [
         plt.Line2D([], [], color=CLASS_COLORS[i % 7], label=c) for i, c in enumerate(classes)

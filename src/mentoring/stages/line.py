@@ -1,12 +1,14 @@
 """Stage ``line``: render the synthetic production line and its contact sheet.
 
-Reads ``base.profile`` and ``line`` (``line.seed`` picks the line); writes ``<data>/line/``,
+Reads ``base.profile`` and ``line`` (``line.seed`` picks the line; ``line.source: folder``
+ingests ``line.ingest_dir`` instead, see :mod:`mentoring.line.ingest`); writes ``<data>/line/``,
 ``<data>/manifests/line.parquet``, ``<results>/metrics.json`` and ``<results>/plots/preview.png``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from mentoring.config import Params
 from mentoring.data.manifest import read_manifest
 from mentoring.io import write_json
 from mentoring.line.generate import generate_line
+from mentoring.line.ingest import Quarantined, ingest_line
 from mentoring.line.preview import contact_sheet
 
 
@@ -23,10 +26,27 @@ def run(
     results_dir: Path,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate the line; return (and write) counts and defect rates per domain and split."""
-    manifest = generate_line(params, data_dir, progress=progress)
+    """Generate (or ingest) the line; return (and write) counts and defect rates per split.
+
+    With ``line.source: folder``, ``metrics["quarantined"]`` lists the files that could not be
+    used, with their reasons (also in ``<data>/quarantine/report.json``).
+    """
+    quarantined: list[Quarantined] = []
+    if params.line.source == "folder":
+        manifest, quarantined = ingest_line(
+            params, Path(params.line.ingest_dir), data_dir, progress=progress
+        )
+    else:
+        manifest = generate_line(params, data_dir, progress=progress)
     df = read_manifest(manifest, check_files=False)
-    metrics: dict[str, Any] = {"n_images": len(df), "profile": params.base.profile, "splits": {}}
+    metrics: dict[str, Any] = {
+        "n_images": len(df),
+        "source": params.line.source,
+        "profile": params.base.profile,
+        "n_quarantined": len(quarantined),
+        "quarantined": [asdict(q) for q in quarantined],
+        "splits": {},
+    }
     for (domain, split), sub in df.groupby(["domain", "split"], sort=True):
         metrics["splits"][f"{domain}/{split}"] = {
             "n_images": len(sub),
@@ -41,12 +61,12 @@ def run(
 
 
 def main() -> None:
-    """Command-line entry: the same as `mentoring line generate` with these arguments."""
+    """Command-line entry: the same as `mentoring line run` with these arguments."""
     import sys
 
     from mentoring.cli import app
 
-    app(["line", "generate", *sys.argv[1:]])
+    app(["line", "run", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

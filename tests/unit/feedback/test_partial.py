@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -16,51 +16,28 @@ from mentoring.feedback.schema import (
     FeedbackFile,
     ImageFeedback,
     MiningTasks,
-    ModelRef,
-    TaskArea,
-    TaskImage,
     dump,
 )
+from tests.factories import T0, area, make_tasks
 
 CLASSES = ["scratch", "stain"]
 SCRATCH, STAIN = 0, 1
-T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
-
-
-def _area(area_id: str, cls: str, cells: list[tuple[int, int]]) -> TaskArea:
-    return TaskArea(area_id=area_id, cls=cls, cells=cells, bbox=(0, 0, 8, 8), score=0.9)
 
 
 @pytest.fixture
 def tasks() -> MiningTasks:
-    return MiningTasks(
-        model=ModelRef(name="baseline", path="m.pt", sha256="0" * 64),
-        heuristic="detections",
-        threshold=0.5,
-        stride=8,
-        grid=(4, 4),
-        classes=CLASSES,
-        created_at=T0,
-        images=[
-            TaskImage(
-                image_id="img-a",
-                path="a.png",
-                score=0.9,
-                areas=[
-                    _area("img-a/scratch/0", "scratch", [(0, 0), (0, 1)]),
-                    _area("img-a/stain/0", "stain", [(2, 2), (3, 3)]),
-                ],
-            ),
-            TaskImage(
-                image_id="img-b",
-                path="b.png",
-                score=0.8,
-                areas=[
-                    _area("img-b/stain/0", "stain", [(1, 1)]),
-                    _area("img-b/scratch/0", "scratch", [(3, 0), (3, 1)]),
-                ],
-            ),
-        ],
+    return make_tasks(
+        {
+            "img-a": [
+                area("img-a/scratch/0", "scratch", [(0, 0), (0, 1)]),
+                area("img-a/stain/0", "stain", [(2, 2), (3, 3)]),
+            ],
+            "img-b": [
+                area("img-b/stain/0", "stain", [(1, 1)]),
+                area("img-b/scratch/0", "scratch", [(3, 0), (3, 1)]),
+            ],
+        },
+        CLASSES,
     )
 
 

@@ -14,40 +14,20 @@ from mentoring.feedback.schema import (
     FeedbackFile,
     ImageFeedback,
     MiningTasks,
-    ModelRef,
     TaskArea,
-    TaskImage,
     dump,
     read_feedback,
     read_tasks,
 )
+from tests.factories import area, make_tasks
 
 
 def _tasks() -> MiningTasks:
-    return MiningTasks(
-        model=ModelRef(name="baseline", path="models/baseline.pt", sha256="ab" * 32),
-        heuristic="detections",
-        threshold=0.5,
-        stride=8,
-        grid=(4, 4),
-        classes=["scratch", "stain"],
-        created_at=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
-        images=[
-            TaskImage(
-                image_id="img-0",
-                path="line/new/pool/images/img-0.png",
-                score=0.9,
-                areas=[
-                    TaskArea(
-                        area_id="img-0/stain/0",
-                        cls="stain",
-                        cells=[(1, 1), (1, 2)],
-                        bbox=(8, 8, 24, 16),
-                        score=0.9,
-                    )
-                ],
-            )
-        ],
+    return make_tasks(
+        {"img-0": [area("img-0/stain/0", "stain", [(1, 1), (1, 2)], bbox=(8, 8, 24, 16))]},
+        paths={"img-0": "line/new/pool/images/img-0.png"},
+        model_path="models/baseline.pt",
+        model_sha256="ab" * 32,
     )
 
 

@@ -2,50 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
 
-from mentoring.feedback.schema import FeedbackFile, MiningTasks, ModelRef, TaskArea, TaskImage, dump
+from mentoring.feedback.schema import FeedbackFile, MiningTasks, dump
 from mentoring.feedback.simulate import SIM_EPOCH, simulate_operator
+from tests.factories import area, make_tasks
 
 CLASSES = ["scratch", "stain"]
 
 
-def _area(area_id: str, cls: str, cells: list[tuple[int, int]]) -> TaskArea:
-    return TaskArea(area_id=area_id, cls=cls, cells=cells, bbox=(0, 0, 8, 8), score=0.9)
-
-
 def _tasks() -> MiningTasks:
-    return MiningTasks(
-        model=ModelRef(name="baseline", path="m.pt", sha256="0" * 64),
-        heuristic="detections",
-        threshold=0.5,
-        stride=8,
-        grid=(4, 4),
-        classes=CLASSES,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        images=[
-            TaskImage(
-                image_id="img-0",
-                path="0.png",
-                score=0.9,
-                areas=[
-                    _area("hit", "scratch", [(0, 0), (0, 1), (1, 1)]),  # 2/3 on true scratch
-                    _area("miss", "scratch", [(3, 0)]),  # on nothing
-                    _area("wrong-class", "scratch", [(2, 2), (2, 3)]),  # on a true stain
-                    _area("half", "stain", [(2, 3), (3, 3)]),  # 1/2 on a true stain
-                ],
-            ),
-            TaskImage(
-                image_id="img-1",
-                path="1.png",
-                score=0.7,
-                areas=[_area("fp", "stain", [(1, 1)])],
-            ),
-            TaskImage(image_id="img-2", path="2.png", score=0.6, areas=[]),
-        ],
+    return make_tasks(
+        {
+            "img-0": [
+                area("hit", "scratch", [(0, 0), (0, 1), (1, 1)]),  # 2/3 on true scratch
+                area("miss", "scratch", [(3, 0)]),  # on nothing
+                area("wrong-class", "scratch", [(2, 2), (2, 3)]),  # on a true stain
+                area("half", "stain", [(2, 3), (3, 3)]),  # 1/2 on a true stain
+            ],
+            "img-1": [area("fp", "stain", [(1, 1)])],
+            "img-2": [],
+        },
+        CLASSES,
     )
 
 
