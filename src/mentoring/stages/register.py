@@ -31,7 +31,7 @@ from mentoring.io import write_json
 from mentoring.registry import Decision, Registry, RegistryError, decide
 from mentoring.runtime import setup_torch
 from mentoring.stages.evaluate import score_domains
-from mentoring.tracking import Tracker, check_reachable, resolve_uri
+from mentoring.tracking import Tracker
 
 #: per-domain evaluation keys copied onto version tags
 TAG_KEYS = ("map", "precision", "recall", "false_reject_rate", "escape_rate")
@@ -98,8 +98,8 @@ def run(
     results_dir: Path,
 ) -> dict[str, Any]:
     """Register, gate and maybe promote; return the decision record (also ``decision.json``)."""
-    uri = resolve_uri(params.tracking)
-    check_reachable(uri, params.tracking.timeout_s)
+    tracker = Tracker.open(params, manifest)  # checks the store before any work
+    uri = tracker.uri
     gate = params.promotion
     registry = Registry(uri, params.tracking.registered_model)
     champion_before = registry.champion()  # a broken registry stops us here, clearly
@@ -210,21 +210,21 @@ def run(
     }
     write_json(results_dir / "decision.json", record)
     cm, km = maps(champion_scores), maps(record["candidate"])
-    write_json(
-        results_dir / "metrics.json",
-        {
-            "promoted": int(decision.promote),
-            "champion_version": int(after["champion"]),
-            "candidate_version": int(candidate_version),
-            "candidate_map_new": km["new"],
-            "candidate_map_original": km["original"],
-            "champion_map_new": cm["new"],
-            "champion_map_original": cm["original"],
-            "gain_new": km["new"] - cm["new"],
-            "drop_original": cm["original"] - km["original"],
-        },
-    )
-    _log_decision(params, manifest, results_dir)
+    metrics = {
+        "promoted": int(decision.promote),
+        "champion_version": int(after["champion"]),
+        "candidate_version": int(candidate_version),
+        "candidate_map_new": km["new"],
+        "candidate_map_original": km["original"],
+        "champion_map_new": cm["new"],
+        "champion_map_original": cm["original"],
+        "gain_new": km["new"] - cm["new"],
+        "drop_original": cm["original"] - km["original"],
+    }
+    write_json(results_dir / "metrics.json", metrics)
+    # attach the decision to this pipeline's parent run
+    tracker.log_artifacts(tracker.parent_run_id, [results_dir / "decision.json"], "register")
+    tracker.log_metrics(tracker.parent_run_id, {"register": metrics})
     return record
 
 
@@ -244,14 +244,6 @@ def _score(
             for domain, _, _, m in score_domains(params, manifest, model.to(device), device)
         }
     }
-
-
-def _log_decision(params: Params, manifest: Path, results_dir: Path) -> None:
-    """Attach the decision to this pipeline's parent run."""
-    tracker = Tracker.open(params, manifest)
-    tracker.log_artifacts(tracker.parent_run_id, [results_dir / "decision.json"], "register")
-    metrics = json.loads((results_dir / "metrics.json").read_text())
-    tracker.log_metrics(tracker.parent_run_id, {"register": metrics})
 
 
 def main() -> None:
