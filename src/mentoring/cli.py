@@ -304,9 +304,13 @@ def mine_cmd(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    model: Annotated[Path, typer.Option(help="The deployed model that mines.")] = Path(
-        "models/baseline.pt"
-    ),
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="The deployed model that mines: a file, or a registry URI such as "
+            "models:/defect-segmenter@champion."
+        ),
+    ] = Path("models/baseline.pt"),
     tasks: Annotated[Path, typer.Option(help="Mining tasks to write.")] = Path(
         "data/mining/tasks.json"
     ),
@@ -403,9 +407,13 @@ def evaluate_cmd(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    model: Annotated[Path, typer.Option(help="Model file to evaluate.")] = Path(
-        "models/baseline.pt"
-    ),
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="Model file to evaluate, or a registry URI such as "
+            "models:/defect-segmenter@champion."
+        ),
+    ] = Path("models/baseline.pt"),
     results: Annotated[
         Path | None,
         typer.Option(

@@ -195,6 +195,27 @@ class Registry:
             mlflow.set_registry_uri(before[1])
         return served.segmenter.eval(), list(served.classes)
 
+    def resolve(self, ref: str) -> str:
+        """The version a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names.
+
+        Raises:
+            RegistryError: another registered model, an unset alias or an unknown version.
+        """
+        body = ref.removeprefix("models:/")
+        name, sep, alias = body.partition("@")
+        if not sep:
+            name, _, alias = body.partition("/")
+        if name != self.name or not alias:
+            raise RegistryError(
+                f"{ref}: expected models:/{self.name}@<alias> or models:/{self.name}/<version>"
+            )
+        if sep:
+            mv = self.alias(alias)
+            if mv is None:
+                raise RegistryError(f"{ref}: alias {alias!r} is not set on {self.name}")
+            return str(mv.version)
+        return str(self.version(alias).version)
+
     # writing -----------------------------------------------------------------------------
     def register(self, model_uri: str, run_id: str, tags: dict[str, Any]) -> tuple[Any, bool]:
         """Register a logged model as a new version; return (version, created).

@@ -202,6 +202,26 @@ def test_registry_commands_for_people(repo: Path) -> None:
         path.write_bytes(data)
 
 
+def test_champion_from_the_registry_mines_and_evaluates(repo: Path, tmp_path: Path) -> None:
+    """`--model models:/defect-segmenter@champion`: the next round mines with the champion."""
+    mentoring = str(BIN / "mentoring")
+    decision = json.loads((repo / "results/register/decision.json").read_text())
+    champion = decision["aliases"]["champion"]
+    variant = next(r["variant"] for r in decision["registered"] if r["version"] == champion)
+    uri = "models:/defect-segmenter@champion"
+    sh(repo, mentoring, "mine", "--model", uri, "--tasks", str(tmp_path / "tasks.json"),
+       "--results", str(tmp_path / "mine"))  # fmt: skip
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert tasks["model"]["name"] == f"defect-segmenter v{champion}"
+    assert tasks["model"]["path"] == uri and len(tasks["model"]["sha256"]) == 64
+    sh(repo, mentoring, "evaluate", "--model", uri, "--name", variant, "--no-track",
+       "--results", str(tmp_path / "eval"))  # fmt: skip
+    got = json.loads((tmp_path / "eval/metrics.json").read_text())["domains"]
+    want_dir = "evaluate_baseline" if variant == "baseline" else f"evaluate/{variant}"
+    want = json.loads((repo / f"results/{want_dir}/metrics.json").read_text())["domains"]
+    assert got == want  # the registered model is the trained one
+
+
 def test_second_repro_does_nothing(repo: Path) -> None:
     before = (repo / "dvc.lock").read_text()
     start = time.perf_counter()

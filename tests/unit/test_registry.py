@@ -147,3 +147,15 @@ def test_load_returns_the_torch_module(tmp_path: Path) -> None:
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), seg(x))
+
+
+def test_resolve_registry_uris(registry: Registry) -> None:
+    registry.promote(2, "test")
+    assert registry.resolve("models:/seg@champion") == "2"
+    assert registry.resolve("models:/seg/3") == "3"
+    with pytest.raises(RegistryError, match="alias 'challenger' is not set"):
+        registry.resolve("models:/seg@challenger")
+    with pytest.raises(RegistryError, match="expected models:/seg@<alias>"):
+        registry.resolve("models:/other@champion")
+    with pytest.raises(RegistryError, match="no version 9"):
+        registry.resolve("models:/seg/9")

@@ -24,8 +24,8 @@ from mentoring.evaluation import (
     predict,
 )
 from mentoring.io import write_json
-from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
+from mentoring.stages.mine import open_model
 from mentoring.tracking import Tracker
 
 #: the evaluation set of each domain
@@ -53,7 +53,7 @@ def score_domains(
 def run(
     params: Params,
     manifest: Path,
-    model_path: Path,
+    model_path: Path | str,
     results_dir: Path,
     name: str = "model",
     track: bool = True,
@@ -64,8 +64,7 @@ def run(
     """
     tracker = Tracker.open(params, manifest) if track else None  # fail before any work
     device = setup_torch(params.base)
-    model, record = load_model(model_path, device)
-    classes = tuple(record["classes"])
+    model, classes, _ = open_model(params, model_path, device, name)
     if classes != params.line.classes:
         raise ValueError(
             f"{model_path}: model classes {list(classes)} differ from "

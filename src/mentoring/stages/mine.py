@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mentoring.config import Params
 from mentoring.data.dataset import load_images
 from mentoring.data.manifest import data_root, read_manifest, select
@@ -20,12 +22,38 @@ from mentoring.io import sha256_file, write_bytes, write_json
 from mentoring.mining import extract_areas, make_heuristic, rank
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
+from mentoring.training.loop import tensor_digest
+
+
+def open_model(
+    params: Params, spec: str | Path, device: str, name: str
+) -> tuple[torch.nn.Module, tuple[str, ...], ModelRef]:
+    """A model file, or a registry URI (``models:/defect-segmenter@champion``, ``.../3``).
+
+    Returns the model, its class names and the reference written into the tasks (the file's
+    sha256, or the sha256 of the registry version's weights).
+    """
+    if str(spec).startswith("models:/"):
+        from mentoring.registry import Registry
+        from mentoring.tracking import check_reachable, resolve_uri
+
+        uri = resolve_uri(params.tracking)
+        check_reachable(uri, params.tracking.timeout_s)
+        registry = Registry(uri, params.tracking.registered_model)
+        version = registry.resolve(str(spec))
+        model, classes = registry.load(version)
+        digest = tensor_digest(*model.state_dict().values())
+        ref = ModelRef(name=f"{registry.name} v{version}", path=str(spec), sha256=digest)
+        return model.to(device).eval(), tuple(classes), ref
+    model, record = load_model(spec, device)
+    ref = ModelRef(name=name, path=str(spec), sha256=sha256_file(Path(spec)))
+    return model, tuple(record["classes"]), ref
 
 
 def run(
     params: Params,
     manifest: Path,
-    model_path: Path,
+    model_path: Path | str,
     tasks_out: Path,
     results_dir: Path,
     domain: str = "new",
@@ -35,8 +63,7 @@ def run(
     """Score the pool with the model, pick the images of interest, write their detected areas."""
     device = setup_torch(params.base)
     cfg = params.mine
-    model, record = load_model(model_path, device)
-    classes = tuple(record["classes"])
+    model, classes, ref = open_model(params, model_path, device, model_name)
     df = select(read_manifest(manifest, check_files=False), domain, split)
     if df.empty:
         raise ValueError(f"{manifest}: no images of domain {domain!r}, split {split!r} to mine")
@@ -67,7 +94,7 @@ def run(
             )
         )
     tasks = MiningTasks(
-        model=ModelRef(name=model_name, path=str(model_path), sha256=sha256_file(model_path)),
+        model=ref,
         heuristic=cfg.heuristic,
         threshold=cfg.threshold,
         stride=params.model.stride,
