@@ -477,18 +477,20 @@ def validate_cmd(
     )
 
 
+BaselineEvalOpt = Annotated[Path, typer.Option(help="The baseline's evaluation.")]
+EvaluationsOpt = Annotated[
+    Path, typer.Option(help="Folder of the strategies' evaluations (<strategy>/).")
+]
+
+
 @app.command("report")
 @_friendly
 def report_cmd(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    baseline_eval: Annotated[Path, typer.Option(help="The baseline's evaluation.")] = Path(
-        "results/evaluate_baseline"
-    ),
-    evaluations: Annotated[
-        Path, typer.Option(help="Folder of the strategies' evaluations (<strategy>/).")
-    ] = Path("results/evaluate"),
+    baseline_eval: BaselineEvalOpt = Path("results/evaluate_baseline"),
+    evaluations: EvaluationsOpt = Path("results/evaluate"),
     models: Annotated[Path, typer.Option(help="Trained models (for the t-SNE figure).")] = Path(
         "models"
     ),
@@ -515,15 +517,11 @@ def register_cmd(
     baseline_train: Annotated[Path, typer.Option(help="The baseline's training results.")] = Path(
         "results/train_baseline"
     ),
-    baseline_eval: Annotated[Path, typer.Option(help="The baseline's evaluation.")] = Path(
-        "results/evaluate_baseline"
-    ),
+    baseline_eval: BaselineEvalOpt = Path("results/evaluate_baseline"),
     trainings: Annotated[
         Path, typer.Option(help="Folder of the strategies' training results (<strategy>/).")
     ] = Path("results/train"),
-    evaluations: Annotated[
-        Path, typer.Option(help="Folder of the strategies' evaluations (<strategy>/).")
-    ] = Path("results/evaluate"),
+    evaluations: EvaluationsOpt = Path("results/evaluate"),
     results: Annotated[Path, typer.Option(help="decision.json and metrics.json.")] = Path(
         "results/register"
     ),
@@ -554,12 +552,8 @@ app.add_typer(registry_app, name="registry")
 
 def _registry(params: Path, sets: list[str] | None) -> Any:
     from mentoring.registry import Registry
-    from mentoring.tracking import check_reachable, resolve_uri
 
-    p = _params(params, sets)
-    uri = resolve_uri(p.tracking)
-    check_reachable(uri, p.tracking.timeout_s)
-    return Registry(uri, p.tracking.registered_model)
+    return Registry.from_params(_params(params, sets))
 
 
 @registry_app.command("list")

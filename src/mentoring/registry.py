@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from mentoring.config import Params
     from mentoring.models.segmenter import Segmenter
 
 CHAMPION = "champion"
@@ -105,6 +106,15 @@ class Registry:
 
         self.uri, self.name = uri, name
         self.client: MlflowClient = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    @classmethod
+    def from_params(cls, params: Params) -> Registry:
+        """The registry of ``tracking`` (``MLFLOW_TRACKING_URI`` wins), checked reachable."""
+        from mentoring.tracking import check_reachable, resolve_uri
+
+        uri = resolve_uri(params.tracking)
+        check_reachable(uri, params.tracking.timeout_s)
+        return cls(uri, params.tracking.registered_model)
 
     # reading -----------------------------------------------------------------------------
     def exists(self) -> bool:

@@ -35,11 +35,8 @@ def open_model(
     """
     if str(spec).startswith("models:/"):
         from mentoring.registry import Registry
-        from mentoring.tracking import check_reachable, resolve_uri
 
-        uri = resolve_uri(params.tracking)
-        check_reachable(uri, params.tracking.timeout_s)
-        registry = Registry(uri, params.tracking.registered_model)
+        registry = Registry.from_params(params)
         version = registry.resolve(str(spec))
         model, classes = registry.load(version)
         digest = tensor_digest(*model.state_dict().values())

@@ -108,10 +108,11 @@ def run(
     new = new_data(params, strategy, manifest, labels_path, baseline, device)
     arch = model_arch(params)
     trainee = build_trainee(strategy, arch, baseline, seed)
+    read = strategy_params(strategy, cfg)  # the train params this strategy reads
     fp = fingerprint(
         strategy,
         arch,
-        strategy_params(strategy, cfg),
+        read,
         seed,
         tensor_digest(
             original.split.images, original.split.targets, new.images, new.targets, new.annotated
@@ -119,9 +120,7 @@ def run(
         # the baseline's weights, not its file: torch.save writes a fresh id into every file
         tensor_digest(*baseline.state_dict().values()) if baseline is not None else None,
     )
-    run_id = start_tracking(
-        tracker, strategy, params, {"strategy": strategy, "train": strategy_params(strategy, cfg)}
-    )
+    run_id = start_tracking(tracker, strategy, params, {"strategy": strategy, "train": read})
     history = train_strategy(
         trainee,
         original.split.images,
@@ -153,7 +152,7 @@ def run(
         },
     )
     if tracker is not None and run_id is not None:
-        log_training(tracker, run_id, params, trainee.segmenter, results_dir, metrics, fp)
+        log_training(tracker, run_id, params, trainee.segmenter, history, results_dir, metrics, fp)
     return metrics
 
 

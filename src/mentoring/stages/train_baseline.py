@@ -7,7 +7,6 @@ Resumes from ``<checkpoint>`` after a kill.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -113,7 +112,7 @@ def run(
         {"n_images": len(data)},
     )
     if tracker is not None and run_id is not None:
-        log_training(tracker, run_id, params, model, results_dir, metrics, fp)
+        log_training(tracker, run_id, params, model, history, results_dir, metrics, fp)
     return metrics
 
 
@@ -157,14 +156,14 @@ def log_training(
     run_id: str,
     params: Params,
     model: Segmenter,
+    history: list[EpochStats],
     results_dir: Path,
     metrics: dict[str, Any],
     fp: str,
 ) -> dict[str, Any]:
     """Log final metrics, plots and the model; write ``<results>/mlflow.json`` (the lineage
     the ``register`` stage reads). Returns that record."""
-    history = json.loads((results_dir / "history.json").read_text())
-    tracker.log_history(run_id, [EpochStats(**h) for h in history])
+    tracker.log_history(run_id, history)
     tracker.log_metrics(run_id, {"final": {k: v for k, v in metrics.items() if k != "epochs"}})
     tracker.log_artifacts(
         run_id,
