@@ -74,3 +74,18 @@ def _tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_env() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` also write ``MLFLOW_TRACKING_URI`` /
+    ``MLFLOW_REGISTRY_URI`` into ``os.environ``: put them back after each test, so that one
+    test's store never leaks into the next test's subprocesses."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

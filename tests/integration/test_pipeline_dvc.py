@@ -26,7 +26,9 @@ STRATEGIES = ["scratch", "scratch+dann", "transfer+omnia"]
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default: sqlite:///mlflow.db in the repo
+    # the embedded default: sqlite:///mlflow.db in the repo, for tracking and registry
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     env |= {
         "DVC_NO_ANALYTICS": "1",
