@@ -85,9 +85,34 @@ def _default_setups() -> dict[str, AcquisitionSetup]:
     }
 
 
+class DvcSource(_Section):
+    """``line.source: dvc``: the line of a DVC-versioned data repository at one git revision.
+
+    The repository's folder ``path`` holds ``line/`` and ``manifests/line.parquet`` (what
+    ``mentoring line generate`` writes under its data folder), tracked by DVC; the files come
+    from the repository's DVC remote (S3 credentials from the standard AWS chain, never from
+    here). See :mod:`mentoring.data.versioned` and ``docs/data-versioning.md``.
+    """
+
+    repo: str = ""  # git URL or local path of the data repository; required with source: dvc
+    rev: str = ""  # commit sha (pin it: pipelines key on it), tag or branch; "" = default branch
+    path: str = "data"  # folder of the repository holding line/ and manifests/line.parquet
+
+    @model_validator(mode="after")
+    def _relative_path(self) -> DvcSource:
+        parts = Path(self.path).parts
+        if not self.path.strip() or Path(self.path).is_absolute() or ".." in parts:
+            raise ValueError(
+                f"line.dvc.path {self.path!r} must be a folder inside the repository, relative to "
+                "its root (e.g. 'data')"
+            )
+        return self
+
+
 class LineParams(_Section):
-    source: Literal["synthetic", "folder"] = "synthetic"  # generate the line, or ingest a folder
+    source: Literal["synthetic", "folder", "dvc"] = "synthetic"  # generate, ingest, or read DVC
     ingest_dir: str = "data/ingest"  # source: folder -> <domain>/<split>/images|masks/*.png
+    dvc: DvcSource = Field(default_factory=DvcSource)  # source: dvc -> repository, revision, path
     seed: int = 0  # which synthetic line: the data set's seed, apart from training's base.seed
     image_size: int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride
     channels: Literal[1, 3] = 1  # 1 = grayscale camera, 3 = RGB
@@ -119,6 +144,12 @@ class LineParams(_Section):
         missing = {"original", "new"} - set(self.setups)
         if missing:
             raise ValueError(f"setups must define the domains {sorted(missing)}")
+        if self.source == "dvc" and not self.dvc.repo.strip():
+            raise ValueError(
+                "line.source is 'dvc' but line.dvc.repo is empty: set the git URL or path of the "
+                "data repository (e.g. -S line.dvc.repo=https://git.example.com/plant/data.git "
+                "-S line.dvc.rev=<commit sha>)"
+            )
         return self
 
 

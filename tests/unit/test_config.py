@@ -233,3 +233,35 @@ def test_override_through_a_value_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("base:\n  seed: 3\n")
     with pytest.raises(ConfigError, match=r"'base\.seed\.x'.*'base\.seed' is not a section"):
         load_params(path, {"base.seed.x": 1})
+
+
+def test_line_dvc_source_defaults_and_overrides() -> None:
+    params = load_params(PARAMS_YAML)
+    assert params.line.source == "synthetic"
+    assert (params.line.dvc.repo, params.line.dvc.rev, params.line.dvc.path) == ("", "", "data")
+    url, sha = "https://git.example.com/plant/line-data.git", "0123456789abcdef" * 2 + "01234567"
+    params = load_params(
+        PARAMS_YAML, {"line.source": "dvc", "line.dvc.repo": url, "line.dvc.rev": sha}
+    )
+    assert params.line.source == "dvc"
+    assert (params.line.dvc.repo, params.line.dvc.rev, params.line.dvc.path) == (url, sha, "data")
+
+
+def test_line_dvc_source_needs_a_repo() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"line": {"source": "dvc", "dvc": {"rev": "main"}}})
+    msg = str(exc.value)
+    assert "[line]" in msg and "line.dvc.repo is empty" in msg and "line.dvc.rev" in msg
+    # the other sources do not need one
+    assert parse_params({"line": {"source": "folder"}}).line.dvc.repo == ""
+
+
+@pytest.mark.parametrize("path", ["/srv/data", "../data", "data/../../x", ""])
+def test_line_dvc_path_must_stay_inside_the_repo(path: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[line\] dvc: .*line\.dvc\.path .* inside the repo"):
+        parse_params({"line": {"dvc": {"path": path}}})
+
+
+def test_line_dvc_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"\[line\] unknown key 'dvc\.branch'"):
+        parse_params({"line": {"source": "dvc", "dvc": {"repo": "x", "branch": "main"}}})

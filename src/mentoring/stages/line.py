@@ -1,8 +1,10 @@
 """Stage ``line``: render the synthetic production line and its contact sheet.
 
 Reads ``base.profile`` and ``line`` (``line.seed`` picks the line; ``line.source: folder``
-ingests ``line.ingest_dir`` instead, see :mod:`mentoring.line.ingest`); writes ``<data>/line/``,
-``<data>/manifests/line.parquet``, ``<results>/metrics.json`` and ``<results>/plots/preview.png``.
+ingests ``line.ingest_dir`` instead, see :mod:`mentoring.line.ingest`; ``line.source: dvc`` reads
+the line of a DVC-versioned repository at one revision, ``line.dvc``, see
+:mod:`mentoring.data.versioned`); writes ``<data>/line/``, ``<data>/manifests/line.parquet``,
+``<results>/metrics.json`` and ``<results>/plots/preview.png``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from mentoring.config import Params
 from mentoring.data.manifest import read_manifest
+from mentoring.data.versioned import fetch_line
 from mentoring.io import write_json
 from mentoring.line.generate import generate_line
 from mentoring.line.ingest import Quarantined, ingest_line
@@ -29,13 +32,20 @@ def run(
     """Generate (or ingest) the line; return (and write) counts and defect rates per split.
 
     With ``line.source: folder``, ``metrics["quarantined"]`` lists the files that could not be
-    used, with their reasons (also in ``<data>/quarantine/report.json``).
+    used, with their reasons (also in ``<data>/quarantine/report.json``). With ``line.source:
+    dvc``, ``metrics["data_version"]`` is ``{repo, rev, commit, path}``: the full commit sha the
+    revision resolved to is the data's version.
     """
     quarantined: list[Quarantined] = []
+    data_version: dict[str, str] | None = None
     if params.line.source == "folder":
         manifest, quarantined = ingest_line(
             params, Path(params.line.ingest_dir), data_dir, progress=progress
         )
+    elif params.line.source == "dvc":
+        src = params.line.dvc
+        manifest, info = fetch_line(src.repo, src.rev, src.path, data_dir, progress=progress)
+        data_version = {k: info[k] for k in ("repo", "rev", "commit", "path")}
     else:
         manifest = generate_line(params, data_dir, progress=progress)
     df = read_manifest(manifest, check_files=False)
@@ -47,6 +57,8 @@ def run(
         "quarantined": [asdict(q) for q in quarantined],
         "splits": {},
     }
+    if data_version is not None:
+        metrics["data_version"] = data_version
     for (domain, split), sub in df.groupby(["domain", "split"], sort=True):
         metrics["splits"][f"{domain}/{split}"] = {
             "n_images": len(sub),
