@@ -9,7 +9,7 @@ DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo table1 test test-slow test-all lint format bench clean
+.PHONY: help install demo table1 test test-slow test-all lint format bench image-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,19 +52,23 @@ test-slow: $(STAMP)  ## the long tests only
 test-all: $(STAMP)  ## every CPU test
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+lint: $(STAMP)  ## ruff (lint + format check), mypy and hadolint
+	$(BIN)/ruff check src tests benchmarks components pipelines
+	$(BIN)/ruff format --check src tests benchmarks components pipelines
 	$(BIN)/mypy
+	$(BIN)/hadolint docker/Dockerfile docker/Dockerfile.cuda
 
 format: $(STAMP)  ## apply ruff's formatting and fixes
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks components pipelines
+	$(BIN)/ruff check --fix src tests benchmarks components pipelines
 
 bench: $(STAMP)  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/baseline_demo.py
 	$(PY) benchmarks/tracking.py
+
+image-test: $(STAMP)  ## build the CPU image with podman and run a component's command in it
+	bash docker/image-test.sh
 
 clean:  ## remove generated data, models, results and the MLflow store (keeps .venv, data/feedback)
 	rm -rf data/line data/manifests data/mining data/mentor models results mlflow.db mlartifacts dvc_plots

@@ -28,8 +28,8 @@ from mentoring.config import Params
 from mentoring.io import write_json
 from mentoring.losses import supervised_bce
 from mentoring.models.segmenter import Segmenter
-from mentoring.stages.train_baseline import model_arch
 from mentoring.tracking import Tracker
+from mentoring.training.outputs import model_arch
 
 HERE = Path(__file__).resolve().parent
 

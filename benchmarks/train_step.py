@@ -29,7 +29,7 @@ from mentoring.io import write_json
 from mentoring.losses import mentoring_loss, supervised_bce
 from mentoring.models.domain import DomainSegmenter
 from mentoring.models.segmenter import Segmenter
-from mentoring.stages.train_baseline import model_arch
+from mentoring.training.outputs import model_arch
 from mentoring.training.strategies import Trainee, make_loss
 
 HERE = Path(__file__).resolve().parent

@@ -641,7 +641,8 @@ def table1_cmd(
     ),
 ) -> None:
     """Reproduce the paper's Table 1: baseline, w/ new data, each fix, combinations, oracle."""
-    from mentoring.experiments.table1 import plot_tsne, report, run_seed, seed_dir
+    from mentoring.experiments.table1 import run_seed, seed_dir
+    from mentoring.reporting import plot_tsne, report
     from mentoring.stages import line
 
     p = _params(params, set_)
@@ -675,3 +676,9 @@ def table1_cmd(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+# at the end: the kfp commands reuse this module's options and error handling
+from mentoring.cli_kfp import kfp_app  # noqa: E402
+
+app.add_typer(kfp_app, name="kfp")

@@ -283,6 +283,74 @@ class PromotionParams(_Section):
     exclude: tuple[str, ...] = ("oracle",)  # never registered: labels a plant does not have
 
 
+class Resources(_Section):
+    """Kubernetes requests and limits of one task's container."""
+
+    cpu: str = "1"  # CPU request (cores, "500m" style allowed)
+    memory: str = "2Gi"  # memory request
+    cpu_limit: str = "2"  # CPU limit
+    memory_limit: str = "4Gi"  # memory limit
+
+
+class GpuNodes(_Section):
+    """Where training tasks run: GPU resource, node selector and toleration of GPU nodes."""
+
+    resource: str = "nvidia.com/gpu"  # extended resource name of the device plugin
+    count: int = Field(1, ge=0)  # GPUs per training task; 0 = train on CPU nodes
+    node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
+    )  # node labels of GPU nodes (GPU operator / NFD label by default)
+    toleration_key: str = "nvidia.com/gpu"  # taint key kept on GPU nodes
+    toleration_effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    shm_size: str = "2Gi"  # memory-backed /dev/shm for DataLoader workers
+
+
+class Retry(_Section):
+    """Retries with exponential backoff of the tasks that talk to S3 or MLflow."""
+
+    count: int = Field(3, ge=0)  # retries after the first failure
+    backoff: str = "30s"  # first wait
+    factor: float = Field(2.0, ge=1)  # wait multiplier per retry
+    max_backoff: str = "600s"  # longest wait
+
+
+class KfpParams(_Section):
+    """Kubeflow Pipelines: compile-time platform settings (the runs' own params are `params`)."""
+
+    image: str = "ghcr.io/mentoring/mentoring:0.1.0"  # CPU image of every component
+    gpu_image: str = "ghcr.io/mentoring/mentoring-cuda:0.1.0"  # image of the training tasks
+    store: Literal["workspace", "artifacts", "pvc"] = "workspace"  # where the line's images live
+    workspace_size: str = "20Gi"  # Pipeline Run Workspace volume (store: workspace)
+    pvc_name: str = "mentoring-data"  # existing PersistentVolumeClaim (store: pvc)
+    pvc_mount: str = "/mnt/mentoring"  # its mount path in every task
+    gpu: GpuNodes = Field(default_factory=GpuNodes)  # training tasks' nodes
+    resources: dict[str, Resources] = Field(
+        default_factory=lambda: {
+            "default": Resources(),
+            "train": Resources(cpu="4", memory="16Gi", cpu_limit="8", memory_limit="32Gi"),
+            "train_baseline": Resources(cpu="4", memory="16Gi", cpu_limit="8", memory_limit="32Gi"),
+        }
+    )  # per component name; "default" for the others
+    retry: Retry = Field(default_factory=Retry)  # S3 / MLflow steps
+    mlflow_secret: str = "mentoring-mlflow"  # Secret with MLFLOW_TRACKING_URI (+ credentials)
+    s3_secret: str = "mentoring-s3"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+    s3_endpoint: str = ""  # S3-compatible endpoint URL for tasks (empty: AWS)
+    tasks_s3_uri: str = ""  # mining pipeline: copy tasks.json under this s3:// prefix
+    experiment: str = "mentoring"  # KFP experiment of runs and recurring runs
+    retraining_cron: str = "0 0 2 * * 0"  # weekly, Sunday 02:00 (KFP cron has seconds)
+    mining_cron: str = "0 0 1 * * *"  # daily, 01:00
+
+    @model_validator(mode="after")
+    def _default_resources(self) -> KfpParams:
+        if "default" not in self.resources:
+            raise ValueError("kfp.resources must define 'default'")
+        return self
+
+    def resources_of(self, component: str) -> Resources:
+        """The resources of ``component``: its own entry, else ``default``."""
+        return self.resources.get(component, self.resources["default"])
+
+
 # The `validate` section (named after its stage, like the others) shadows pydantic's deprecated
 # `BaseModel.validate` classmethod; instances read the field, so pydantic's warning is noise.
 warnings.filterwarnings(
@@ -302,6 +370,7 @@ class Params(_Section):
     train: MentoredTrainParams = Field(default_factory=MentoredTrainParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
+    kfp: KfpParams = Field(default_factory=KfpParams)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:

@@ -12,8 +12,9 @@ Definitions (over one domain's evaluation set):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -23,8 +24,12 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from mentoring.data.dataset import CellDataset
 from mentoring.io import write_with
 from mentoring.line.preview import CLASS_COLORS
+
+if TYPE_CHECKING:
+    from mentoring.config import Params
 
 
 @torch.no_grad()
@@ -180,3 +185,25 @@ def pick_examples(probs: np.ndarray, targets: np.ndarray, n: int, threshold: flo
         if int(i) not in seen:
             seen.append(int(i))
     return seen[:n]
+
+
+#: the evaluation set of each domain
+EVAL_SPLITS: tuple[tuple[str, str], ...] = (("original", "eval"), ("new", "eval"))
+
+
+def score_domains(
+    params: Params, manifest: Path, model: torch.nn.Module, device: str = "cpu"
+) -> Iterator[tuple[str, CellDataset, np.ndarray, dict[str, Any]]]:
+    """Per evaluation domain: (domain, its data, the model's probabilities, its metrics)."""
+    classes = params.line.classes
+    for domain, split in EVAL_SPLITS:
+        data = CellDataset.from_manifest(
+            manifest, domain, split, classes, params.model.stride, params.line.cell_min_coverage
+        )
+        probs = predict(model, data.split.images, params.evaluate.batch_size, device)
+        yield (
+            domain,
+            data,
+            probs,
+            area_metrics(probs, data.split.targets.numpy(), classes, params.evaluate.threshold),
+        )

@@ -21,13 +21,16 @@ import getpass
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
     from mentoring.config import Params
+    from mentoring.feedback.schema import ModelRef
     from mentoring.models.segmenter import Segmenter
 
 CHAMPION = "champion"
@@ -327,3 +330,55 @@ class Registry:
 
     def _set_history(self, versions: list[str]) -> None:
         self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(versions))
+
+
+def open_model(
+    params: Params, spec: str | Path, device: str, name: str
+) -> tuple[torch.nn.Module, tuple[str, ...], ModelRef]:
+    """A model file, or a registry URI (``models:/defect-segmenter@champion``, ``.../3``).
+
+    Returns the model, its class names and the reference written into the tasks (the file's
+    sha256, or the sha256 of the registry version's weights).
+    """
+    from mentoring.feedback.schema import ModelRef
+    from mentoring.io import sha256_file
+    from mentoring.models.store import load_model
+    from mentoring.training.loop import tensor_digest
+
+    if str(spec).startswith("models:/"):
+        registry = Registry.from_params(params)
+        version = registry.resolve(str(spec))
+        model, classes = registry.load(version)
+        digest = tensor_digest(*model.state_dict().values())
+        ref = ModelRef(name=f"{registry.name} v{version}", path=str(spec), sha256=digest)
+        return model.to(device).eval(), tuple(classes), ref
+    model, record = load_model(spec, device)
+    ref = ModelRef(name=name, path=str(spec), sha256=sha256_file(Path(spec)))
+    return model, tuple(record["classes"]), ref
+
+
+def export_model(params: Params, ref: str, path: Path) -> dict[str, Any]:
+    """Save registry model ``ref`` (``models:/name@champion``, ``models:/name/3``) as a model
+    file at ``path`` (what the training stages read); returns its version and tags.
+
+    The architecture is this params' ``model`` section; weights of another architecture fail
+    with the version named.
+    """
+    from mentoring.models.store import save_model
+    from mentoring.training.outputs import model_arch
+
+    registry = Registry.from_params(params)
+    version = registry.resolve(ref)
+    model, classes = registry.load(version)
+    arch = model_arch(params)
+    try:
+        from mentoring.models.segmenter import Segmenter
+
+        Segmenter(**arch).load_state_dict(model.state_dict())
+    except RuntimeError as exc:
+        raise RegistryError(
+            f"{registry.name} version {version} does not match params' model section: {exc}"
+        ) from None
+    tags = dict(registry.version(version).tags)
+    save_model(path, model, arch, tuple(classes), meta={"name": ref, "version": version})
+    return {"version": str(version), "uri": ref, "variant": tags.get("variant", "")}

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 #: environment variables that override params
 URI_ENV = "MLFLOW_TRACKING_URI"
 PIPELINE_ENV = "MENTORING_PIPELINE_RUN"
+GIT_ENV = "MENTORING_GIT_COMMIT"  # the commit a pipeline was compiled from (pods have no .git)
 #: tag keys (plain words: MLflow filter strings need no quoting)
 TAG_PIPELINE = "pipeline_key"
 TAG_VARIANT = "variant"
@@ -113,7 +114,12 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    """``HEAD``'s commit, with ``-dirty`` when tracked files changed; ``none`` outside git."""
+    """``HEAD``'s commit, with ``-dirty`` when tracked files changed; ``none`` outside git.
+
+    ``MENTORING_GIT_COMMIT`` wins when set (a Kubeflow task runs from an image, not a checkout).
+    """
+    if os.environ.get(GIT_ENV):
+        return os.environ[GIT_ENV]
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
@@ -178,25 +184,7 @@ class Tracker:
     def open(cls, params: Params, manifest: Path) -> Tracker:
         """Check the store, then find or create the experiment and this pipeline's parent run."""
         cfg = params.tracking
-        uri = resolve_uri(cfg)
-        check_reachable(uri, cfg.timeout_s)
-        import mlflow
-        from mlflow import MlflowClient
-
-        mlflow.set_tracking_uri(uri)  # the fluent log_model below writes through it
-        mlflow.set_registry_uri(uri)
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        try:
-            exp = client.get_experiment_by_name(cfg.experiment)
-            exp_id = (
-                exp.experiment_id
-                if exp is not None
-                else client.create_experiment(
-                    cfg.experiment, artifact_location=artifact_root(uri, cfg)
-                )
-            )
-        except mlflow.exceptions.MlflowException as exc:
-            raise TrackingError(f"tracking store {uri}: {exc}") from None
+        uri, client, exp_id = _store(params)
         lineage = {
             "git_commit": git_commit(),
             "params_sha256": params_sha256(params),
@@ -343,6 +331,74 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
         return f"run {run_id} in {self.uri} (mlflow ui --backend-store-uri {self.uri})"
+
+
+def _store(params: Params) -> tuple[str, MlflowClient, str]:
+    """(uri, client, experiment id) of the tracking store, checked and created as needed."""
+    cfg = params.tracking
+    uri = resolve_uri(cfg)
+    check_reachable(uri, cfg.timeout_s)
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)  # the fluent log_model writes through it
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        exp = client.get_experiment_by_name(cfg.experiment)
+        exp_id = (
+            exp.experiment_id
+            if exp is not None
+            else client.create_experiment(cfg.experiment, artifact_location=artifact_root(uri, cfg))
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"tracking store {uri}: {exc}") from None
+    return uri, client, exp_id
+
+
+def open_pipeline_run(params: Params, key: str, tags: Mapping[str, Any]) -> str:
+    """The parent run of pipeline run ``key`` (a Kubeflow run id), RUNNING, with ``tags``.
+
+    The stages of that run join it through ``MENTORING_PIPELINE_RUN=key``
+    (:meth:`Tracker.open`); :func:`close_pipeline_run` ends it. Idempotent: a retried task finds
+    the same run.
+    """
+    _, client, exp_id = _store(params)
+    found = client.search_runs(
+        [exp_id], f"tags.{TAG_PIPELINE} = '{key}' and tags.{TAG_KIND} = 'pipeline'"
+    )
+    all_tags = {
+        "git_commit": git_commit(),
+        "params_sha256": params_sha256(params),
+        **{k: str(v) for k, v in tags.items()},
+        TAG_PIPELINE: key,
+        TAG_KIND: "pipeline",
+    }
+    if found:
+        run_id: str = found[0].info.run_id
+        for k, v in all_tags.items():
+            client.set_tag(run_id, k, v)
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(exp_id, run_name=f"pipeline-{key[:8]}", tags=all_tags)
+    client.log_batch(run.info.run_id, params=_params_list(flatten(params.model_dump(mode="json"))))
+    return str(run.info.run_id)
+
+
+def close_pipeline_run(params: Params, key: str, status: str) -> str:
+    """End the parent run of ``key``: ``FINISHED``, or ``FAILED`` when a task failed.
+
+    Returns the run id. Raises :class:`TrackingError` when the run does not exist.
+    """
+    _, client, exp_id = _store(params)
+    found = client.search_runs(
+        [exp_id], f"tags.{TAG_PIPELINE} = '{key}' and tags.{TAG_KIND} = 'pipeline'"
+    )
+    if not found:
+        raise TrackingError(f"no pipeline run with {TAG_PIPELINE} {key!r} to close")
+    run_id = str(found[0].info.run_id)
+    client.set_terminated(run_id, status)
+    return run_id
 
 
 def _params_list(items: Mapping[str, Any]) -> list[Any]:

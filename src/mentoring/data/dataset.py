@@ -22,8 +22,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from mentoring.data.cells import mask_to_cells
 from mentoring.data.manifest import data_root, read_manifest, select
-from mentoring.line.render import mask_to_cells
 
 
 class ImageError(ValueError):

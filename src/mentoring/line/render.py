@@ -315,17 +315,3 @@ def render(
         tint = np.array([1.0, 1.0, 1.0]) + rng.normal(0, 0.03, 3)
         img = np.clip(img[..., None] * tint[None, None, :], 0, 1).astype(np.float32)
     return Rendered(img, mask, ref, tuple(drawn), tuple(nuis))
-
-
-def mask_to_cells(mask: Array, n_classes: int, stride: int, min_coverage: float) -> Array:
-    """Area ground truth: (C, H/stride, W/stride) uint8, 1 where class c covers a cell enough.
-
-    A cell is defective for class c when at least ``min_coverage`` of its pixels are class c.
-    """
-    h, w = mask.shape
-    blocks = mask.reshape(h // stride, stride, w // stride, stride)
-    out = np.zeros((n_classes, h // stride, w // stride), np.uint8)
-    for c in range(n_classes):
-        cover = (blocks == c + 1).mean(axis=(1, 3))
-        out[c] = cover >= min_coverage
-    return out

@@ -7,47 +7,20 @@ Reads ``base``, ``line`` (classes, coverage), ``model.stride`` and ``evaluate``;
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from mentoring.config import Params
-from mentoring.data.dataset import CellDataset
 from mentoring.evaluation import (
-    area_metrics,
     pick_examples,
     plot_pr_curves,
     plot_predictions,
-    predict,
+    score_domains,
 )
 from mentoring.io import write_json
+from mentoring.registry import open_model
 from mentoring.runtime import setup_torch
-from mentoring.stages.mine import open_model
 from mentoring.tracking import Tracker
-
-#: the evaluation set of each domain
-EVAL_SPLITS: tuple[tuple[str, str], ...] = (("original", "eval"), ("new", "eval"))
-
-
-def score_domains(
-    params: Params, manifest: Path, model: torch.nn.Module, device: str = "cpu"
-) -> Iterator[tuple[str, CellDataset, np.ndarray, dict[str, Any]]]:
-    """Per evaluation domain: (domain, its data, the model's probabilities, its metrics)."""
-    classes = params.line.classes
-    for domain, split in EVAL_SPLITS:
-        data = CellDataset.from_manifest(
-            manifest, domain, split, classes, params.model.stride, params.line.cell_min_coverage
-        )
-        probs = predict(model, data.split.images, params.evaluate.batch_size, device)
-        yield (
-            domain,
-            data,
-            probs,
-            area_metrics(probs, data.split.targets.numpy(), classes, params.evaluate.threshold),
-        )
 
 
 def run(

@@ -11,40 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mentoring.config import Params
 from mentoring.data.dataset import load_images
 from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.evaluation import predict
-from mentoring.feedback.schema import MiningTasks, ModelRef, TaskArea, TaskImage, dump
-from mentoring.io import sha256_file, write_bytes, write_json
+from mentoring.feedback.schema import MiningTasks, TaskArea, TaskImage, dump
+from mentoring.io import write_bytes, write_json
 from mentoring.mining import extract_areas, make_heuristic, rank
-from mentoring.models.store import load_model
+from mentoring.registry import open_model
 from mentoring.runtime import setup_torch
-from mentoring.training.loop import tensor_digest
-
-
-def open_model(
-    params: Params, spec: str | Path, device: str, name: str
-) -> tuple[torch.nn.Module, tuple[str, ...], ModelRef]:
-    """A model file, or a registry URI (``models:/defect-segmenter@champion``, ``.../3``).
-
-    Returns the model, its class names and the reference written into the tasks (the file's
-    sha256, or the sha256 of the registry version's weights).
-    """
-    if str(spec).startswith("models:/"):
-        from mentoring.registry import Registry
-
-        registry = Registry.from_params(params)
-        version = registry.resolve(str(spec))
-        model, classes = registry.load(version)
-        digest = tensor_digest(*model.state_dict().values())
-        ref = ModelRef(name=f"{registry.name} v{version}", path=str(spec), sha256=digest)
-        return model.to(device).eval(), tuple(classes), ref
-    model, record = load_model(spec, device)
-    ref = ModelRef(name=name, path=str(spec), sha256=sha256_file(Path(spec)))
-    return model, tuple(record["classes"]), ref
 
 
 def run(

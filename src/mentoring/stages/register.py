@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
+from mentoring.evaluation import score_domains
 from mentoring.io import write_json
 from mentoring.registry import Decision, Registry, RegistryError, decide
 from mentoring.runtime import setup_torch
-from mentoring.stages.evaluate import score_domains
 from mentoring.tracking import Tracker
 
 #: per-domain evaluation keys copied onto version tags
@@ -45,10 +45,14 @@ def _read(path: Path, what: str) -> dict[str, Any]:
 
 
 def variant_paths(
-    name: str, train_results: Path, eval_results: Path, baseline_train: Path, baseline_eval: Path
+    name: str,
+    train_results: Path,
+    eval_results: Path,
+    baseline_train: Path | None,
+    baseline_eval: Path | None,
 ) -> tuple[Path, Path]:
     """(training results folder, evaluation results folder) of ``baseline`` or a strategy."""
-    if name == "baseline":
+    if name == "baseline" and baseline_train is not None and baseline_eval is not None:
         return baseline_train, baseline_eval
     return train_results / name, eval_results / name
 
@@ -91,13 +95,17 @@ def pick_candidate(
 def run(
     params: Params,
     manifest: Path,
-    baseline_train: Path,
-    baseline_eval: Path,
+    baseline_train: Path | None,
+    baseline_eval: Path | None,
     train_results: Path,
     eval_results: Path,
     results_dir: Path,
 ) -> dict[str, Any]:
-    """Register, gate and maybe promote; return the decision record (also ``decision.json``)."""
+    """Register, gate and maybe promote; return the decision record (also ``decision.json``).
+
+    ``baseline_train`` / ``baseline_eval`` are None when this run trained no baseline (a
+    retraining that starts from the registry's champion); there must then be a champion.
+    """
     tracker = Tracker.open(params, manifest)  # checks the store before any work
     uri = tracker.uri
     gate = params.promotion
@@ -105,7 +113,13 @@ def run(
     champion_before = registry.champion()  # a broken registry stops us here, clearly
 
     # 1. register every model (the baseline first: it is the fallback champion)
-    names = ["baseline", *[s for s in params.train.strategies if s not in gate.exclude]]
+    with_baseline = baseline_train is not None and baseline_eval is not None
+    if champion_before is None and not with_baseline:
+        raise RegistryError(
+            f"{registry.name} has no champion and this run trained no baseline to make one"
+        )
+    strategies = [s for s in params.train.strategies if s not in gate.exclude]
+    names = ["baseline", *strategies] if with_baseline else strategies
     evaluations: dict[str, dict[str, Any]] = {}
     versions: dict[str, str] = {}
     registered = []
@@ -139,7 +153,7 @@ def run(
 
     # 2. the first model
     first: Decision | None = None
-    if champion_before is None:
+    if champion_before is None:  # with_baseline holds: checked above
         first = decide(maps(evaluations["baseline"]), None, gate.min_gain, gate.max_original_drop)
         registry.promote(versions["baseline"], first.reasons[0], by="pipeline", decision=first)
     champion = registry.champion()

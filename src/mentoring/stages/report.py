@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
-from mentoring.experiments.table1 import KEYS, plot_tsne, report
+from mentoring.reporting import KEYS, plot_tsne, report
 from mentoring.tracking import Tracker
 
 #: the models compared in the t-SNE figure (without and with DANN)

@@ -20,15 +20,15 @@ from mentoring.evaluation import predict
 from mentoring.feedback.partial import PartialLabels
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
-from mentoring.stages.train_baseline import (
+from mentoring.tracking import Tracker
+from mentoring.training.loop import fingerprint, tensor_digest
+from mentoring.training.outputs import (
     epoch_callback,
     log_training,
     model_arch,
     start_tracking,
     write_outputs,
 )
-from mentoring.tracking import Tracker
-from mentoring.training.loop import fingerprint, tensor_digest
 from mentoring.training.strategies import (
     NewData,
     apply_healthy,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mentoring.data.cells import mask_to_cells
 from mentoring.data.dataset import CellDataset, ImageError, load_split, read_image, read_mask
 from mentoring.data.manifest import (
     COLUMNS,
@@ -19,7 +20,6 @@ from mentoring.data.manifest import (
     select,
     write_manifest,
 )
-from mentoring.line.render import mask_to_cells
 
 SIZE = 32
 STRIDE = 8

@@ -1,0 +1,88 @@
+"""The mining pipeline (daily): the champion picks the new images operators should see.
+
+start_run -> ingest -> validate -> fetch_model (champion) -> mine -> tasks (+ S3 copy)
+finish_run (exit handler)
+"""
+
+# no `from __future__ import annotations`: kfp reads the pipeline signature's real types
+from typing import Any
+
+from kfp import dsl
+
+from mentoring.components.fetch_model import fetch_model
+from mentoring.components.finish_run import finish_run
+from mentoring.components.ingest import ingest
+from mentoring.components.mine import mine
+from mentoring.components.start_run import start_run
+from mentoring.components.validate import validate
+from mentoring.config import Params
+from mentoring.orchestration.adapter import pipeline_value
+from mentoring.pipelines.platform import configure, pipeline_config, store_dir
+
+NAME = "mentoring-mining"
+
+
+def build(params: Params) -> Any:
+    """The mining pipeline with ``params`` as the defaults of its parameters."""
+    cfg = params.kfp
+    defaults = pipeline_value(params)
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+
+    @dsl.pipeline(
+        name=NAME,
+        description="Mine the new images with the registry's champion and publish the mining "
+        "tasks for the operators.",
+        pipeline_config=pipeline_config(cfg),
+    )
+    def mining(
+        params: dict = defaults,
+        champion_ref: str = "champion",
+        tasks_s3_uri: str = cfg.tasks_s3_uri,
+        dataset_repo: str = "",
+        dataset_rev: str = "",
+        git_commit: str = "",
+    ) -> None:
+        """Args:
+        params: every section of params.yaml (defaults: the file at compile time).
+        champion_ref: the registry alias (or version) that mines.
+        tasks_s3_uri: s3://bucket/prefix the tasks are copied under; empty: artifact only.
+        dataset_repo: git URL of a DVC-versioned line; empty: params' line.source.
+        dataset_rev: its commit sha.
+        git_commit: the code's commit, for the MLflow lineage.
+        """
+        finish = configure(finish_run(params=params, kfp_run_id=run_id), "finish_run", cfg)
+        with dsl.ExitHandler(finish, name="tracked-run"):
+            start = configure(
+                start_run(
+                    params=params,
+                    kfp_run_id=run_id,
+                    git_commit=git_commit,
+                    pipeline=NAME,
+                    data=dataset_rev,
+                ),
+                "start_run",
+                cfg,
+            )
+            line_task = configure(
+                ingest(
+                    params=params,
+                    store_dir=store_dir(cfg),
+                    kfp_run_id=run_id,
+                    dataset_repo=dataset_repo,
+                    dataset_rev=dataset_rev,
+                ),
+                "ingest",
+                cfg,
+            ).after(start)
+            line = line_task.outputs["line"]
+            checked = configure(validate(params=params, line=line), "validate", cfg)
+            fetched = configure(
+                fetch_model(params=params, ref=champion_ref), "fetch_model", cfg
+            ).after(checked)
+            configure(
+                mine(params=params, line=line, model=fetched.outputs["model"], s3_uri=tasks_s3_uri),
+                "mine",
+                cfg,
+            )
+
+    return mining

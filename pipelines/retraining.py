@@ -1,0 +1,160 @@
+"""The retraining pipeline (weekly or on demand): the whole mentoring method as Kubeflow tasks.
+
+start_run -> ingest -> validate -> champion?
+    none  -> train_baseline -> evaluate          (first run: the baseline is deployed)
+    found -> fetch_model    -> evaluate          (the champion is deployed)
+-> mine (deployed model) -> import_feedback
+-> ParallelFor(strategies): train -> evaluate
+-> report (Table 1) ; register (gate, champion alias)
+finish_run (exit handler: the MLflow parent run FINISHED or FAILED)
+"""
+
+# no `from __future__ import annotations`: kfp reads the pipeline signature's real types
+from typing import Any
+
+from kfp import dsl
+
+from mentoring.components.champion import champion
+from mentoring.components.evaluate import evaluate
+from mentoring.components.fetch_model import fetch_model
+from mentoring.components.finish_run import finish_run
+from mentoring.components.import_feedback import import_feedback
+from mentoring.components.ingest import ingest
+from mentoring.components.mine import mine
+from mentoring.components.register import register
+from mentoring.components.report import report
+from mentoring.components.start_run import start_run
+from mentoring.components.train import train
+from mentoring.components.train_baseline import train_baseline
+from mentoring.components.validate import validate
+from mentoring.config import Params
+from mentoring.orchestration.adapter import pipeline_value
+from mentoring.pipelines.platform import configure, pipeline_config, store_dir
+
+NAME = "mentoring-retraining"
+
+
+def build(params: Params) -> Any:
+    """The retraining pipeline with ``params`` as the defaults of its parameters."""
+    cfg = params.kfp
+    defaults = pipeline_value(params)
+    store = store_dir(cfg)
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+
+    @dsl.pipeline(
+        name=NAME,
+        description="Retrain the defect segmenter from operator feedback (mentoring), evaluate "
+        "every strategy per domain and promote the best one through the gate.",
+        pipeline_config=pipeline_config(cfg),
+    )
+    def retraining(
+        params: dict = defaults,
+        strategies: list = list(params.train.strategies),  # noqa: B006 (a KFP default)
+        dataset_repo: str = "",
+        dataset_rev: str = "",
+        feedback_dir: str = "",
+        git_commit: str = "",
+    ) -> None:
+        """Args:
+        params: every section of params.yaml (defaults: the file at compile time).
+        strategies: the strategies trained in parallel (train.strategies).
+        dataset_repo: git URL of a DVC-versioned line; empty: params' line.source.
+        dataset_rev: its commit sha (a branch is refused: the cache key is the sha).
+        feedback_dir: folder of operator feedback files; empty with mentor.source simulate.
+        git_commit: the code's commit, for the MLflow lineage (set by `mentoring kfp run`).
+        """
+        finish = configure(finish_run(params=params, kfp_run_id=run_id), "finish_run", cfg)
+        with dsl.ExitHandler(finish, name="tracked-run"):
+            common = {"params": params, "kfp_run_id": run_id, "git_commit": git_commit}
+            start = configure(
+                start_run(**common, pipeline=NAME, data=dataset_rev), "start_run", cfg
+            )
+            line_task = configure(
+                ingest(
+                    params=params,
+                    store_dir=store,
+                    kfp_run_id=run_id,
+                    dataset_repo=dataset_repo,
+                    dataset_rev=dataset_rev,
+                ),
+                "ingest",
+                cfg,
+            ).after(start)
+            line = line_task.outputs["line"]
+            checked = configure(validate(params=params, line=line), "validate", cfg)
+            champ = configure(champion(params=params), "champion", cfg).after(checked)
+            with dsl.If(champ.output == "", name="first-run"):
+                base = configure(
+                    train_baseline(**common, line=line, store_dir=store), "train_baseline", cfg
+                )
+                base_eval = configure(
+                    evaluate(**common, name="baseline", line=line, model=base.outputs["model"]),
+                    "evaluate",
+                    cfg,
+                )
+            with dsl.Else(name="from-champion"):
+                fetched = configure(fetch_model(params=params, ref="champion"), "fetch_model", cfg)
+                fetched_eval = configure(
+                    evaluate(**common, name="baseline", line=line, model=fetched.outputs["model"]),
+                    "evaluate",
+                    cfg,
+                )
+            deployed = dsl.OneOf(base.outputs["model"], fetched.outputs["model"])
+            deployed_eval = dsl.OneOf(
+                base_eval.outputs["evaluation"], fetched_eval.outputs["evaluation"]
+            )
+            mined = configure(mine(params=params, line=line, model=deployed), "mine", cfg)
+            labels = configure(
+                import_feedback(
+                    params=params,
+                    line=line,
+                    tasks=mined.outputs["tasks"],
+                    feedback_dir=feedback_dir,
+                ),
+                "import_feedback",
+                cfg,
+            )
+            with dsl.ParallelFor(strategies) as strategy:
+                trained = configure(
+                    train(
+                        **common,
+                        strategy=strategy,
+                        line=line,
+                        labels=labels.outputs["labels"],
+                        deployed=deployed,
+                        store_dir=store,
+                    ),
+                    "train",
+                    cfg,
+                )
+                evaluated = configure(
+                    evaluate(**common, name=strategy, line=line, model=trained.outputs["model"]),
+                    "evaluate",
+                    cfg,
+                )
+            # one Collected per consumer: kfp 2.17 fails to compile a shared one ("for-loop-N")
+            configure(
+                report(
+                    **common,
+                    line=line,
+                    deployed_evaluation=deployed_eval,
+                    evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+                    models=dsl.Collected(trained.outputs["model"]),
+                ),
+                "report",
+                cfg,
+            )
+            configure(
+                register(
+                    **common,
+                    line=line,
+                    models=dsl.Collected(trained.outputs["model"]),
+                    evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+                    deployed=deployed,
+                    deployed_evaluation=deployed_eval,
+                ),
+                "register",
+                cfg,
+            )
+
+    return retraining

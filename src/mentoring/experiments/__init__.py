@@ -1,0 +1,1 @@
+"""Experiments that run the stages end to end outside the pipeline (Table 1 over seeds)."""

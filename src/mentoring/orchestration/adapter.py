@@ -1,0 +1,211 @@
+"""Plumbing shared by the Kubeflow component bodies.
+
+A component body (``components/<name>.py``) does three things: rebuild the typed
+:class:`~mentoring.config.Params` from the pipeline's ``params`` dict (same validation, same
+errors as ``params.yaml``), lay out its input artifacts as the files the stage reads, and call
+``mentoring.stages.<name>.run``. This module holds the parts they share, so each body stays a
+few lines.
+
+Where the line's images live (``kfp.store``): in the Pipeline Run Workspace or a PVC
+(``store_dir`` non-empty: one copy for the whole run, the ``Dataset`` artifact carries the
+manifest and the store path) or in the ``Dataset`` artifact itself (``store_dir`` empty: copied
+through the artifact store at every step, fine for small lines).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mentoring.config import Params, parse_params
+from mentoring.io import sha256_file, write_json
+from mentoring.tracking import GIT_ENV, PIPELINE_ENV, numeric
+
+#: the source named in params errors raised inside a component
+PARAMS_SOURCE = "pipeline parameter 'params'"
+#: the manifest inside a line root (the layout of `mentoring line generate`)
+MANIFEST = Path("manifests/line.parquet")
+#: a full git commit sha: the only revision a cached dataset step may be keyed on
+SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def params_from(params: Mapping[str, Any], sets: Mapping[str, Any] | None = None) -> Params:
+    """The typed params of a pipeline's ``params`` dict, with dotted overrides ``sets``.
+
+    Raises:
+        ConfigError: naming the pipeline parameter, the section and the key.
+    """
+    data = copy.deepcopy(dict(params))
+    for dotted, value in (sets or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_params(data, source=PARAMS_SOURCE)
+
+
+def enter_run(kfp_run_id: str, git_commit: str = "") -> None:
+    """Join the pipeline's MLflow parent run (keyed on the KFP run id) and its lineage."""
+    if kfp_run_id:
+        os.environ[PIPELINE_ENV] = kfp_run_id
+    if git_commit:
+        os.environ[GIT_ENV] = git_commit
+
+
+def line_root(dataset_path: str, dataset_metadata: Mapping[str, Any] | None = None) -> Path:
+    """The folder holding ``line/`` and ``manifests/``: the store named in the artifact's
+    metadata (workspace or PVC), else the artifact's own folder."""
+    store = (dataset_metadata or {}).get("store", "")
+    return Path(store) if store else Path(dataset_path)
+
+
+def manifest_of(root: Path) -> Path:
+    """The manifest of a line root; a clear error when it is not there."""
+    path = root / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no line manifest in the dataset artifact or its store")
+    return path
+
+
+def store_root(store_dir: str, run_id: str, artifact_path: str) -> Path:
+    """Where a component writes the line: ``<store>/<run>/data`` with a store, else the artifact.
+
+    The run id keeps concurrent runs sharing a PVC apart.
+    """
+    if store_dir:
+        return Path(store_dir) / (run_id or "run") / "data"
+    return Path(artifact_path)
+
+
+def checkpoint(store_dir: str, run_id: str, name: str, results: Path) -> Path:
+    """Training checkpoint of model ``name``: in the store when there is one (a retried pod
+    resumes from it), else beside the task's results."""
+    base = Path(store_dir) / (run_id or "run") if store_dir else results
+    return base / "checkpoints" / f"{name}.pt"
+
+
+def model_metadata(model_path: Path, results: Path, name: str) -> dict[str, Any]:
+    """Metadata of a trained model artifact: sha256, size, name, its training fingerprint and
+    MLflow record (``mlflow.json``, what ``register`` reads) when it was tracked."""
+    meta = file_metadata(model_path, name=name)
+    record = results / "mlflow.json"
+    if record.exists():
+        meta["mlflow"] = json.loads(record.read_text())
+        meta["fingerprint"] = meta["mlflow"].get("fingerprint", "")
+    return meta
+
+
+def scratch(name: str) -> Path:
+    """A fresh temporary folder for a stage's results that travel as artifacts afterwards."""
+    return Path(tempfile.mkdtemp(prefix=f"mentoring-{name}-"))
+
+
+def log_metrics(metrics: Any, values: Mapping[str, Any], prefix: str = "") -> None:
+    """Log the numeric leaves of a stage's metrics on a KFP ``Metrics`` artifact."""
+    for key, value in sorted(numeric(values, prefix).items()):
+        metrics.log_metric(key, value)
+
+
+def save_dir(src: Path, dest: str) -> None:
+    """Copy a results folder into an output artifact's path."""
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+
+
+def file_metadata(path: Path, **extra: Any) -> dict[str, Any]:
+    """Artifact metadata of a file: its sha256 and size, plus ``extra``."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
+
+
+def layout(root: Path, files: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``{relative path: JSON object}`` under ``root`` (rebuilding a stage's folders from
+    artifact metadata); returns ``root``."""
+    for rel, obj in files.items():
+        write_json(root / rel, dict(obj))
+    return root
+
+
+def check_commit(rev: str) -> str:
+    """``rev`` when it is a full commit sha; a branch or tag cannot key a cached step.
+
+    Raises:
+        ValueError: naming the revision and how to get its sha.
+    """
+    if not SHA.match(rev):
+        raise ValueError(
+            f"dataset_rev {rev!r} is not a full commit sha: a branch or tag moves while the "
+            f"cache key would not (`mentoring kfp run` resolves it; or `git rev-parse {rev}`)"
+        )
+    return rev
+
+
+def collect_dir(artifacts: list[Any], dest: Path, required: str) -> Path:
+    """Lay collected artifacts (``dsl.Collected``) out as ``dest/<metadata name>/``, the folder
+    per variant a stage reads; each must hold ``required``."""
+    for art in artifacts:
+        name = art.metadata.get("name")
+        if not name:
+            raise ValueError(f"{art.path}: collected artifact without a 'name' in its metadata")
+        src = Path(art.path)
+        if not (src / required).exists():
+            raise FileNotFoundError(f"{src / required}: missing in the artifact of {name!r}")
+        shutil.copytree(src, dest / name, dirs_exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def html_page(images: list[Path], path: Path, title: str) -> None:
+    """One self-contained HTML page showing ``images`` (PNG, inlined), for the KFP UI."""
+    import base64
+    import html
+
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"]
+    parts.append(f"<h1>{html.escape(title)}</h1>")
+    for img in images:
+        data = base64.b64encode(img.read_bytes()).decode()
+        parts.append(
+            f"<figure><img alt='{html.escape(img.stem)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(img.stem)}</figcaption></figure>"
+        )
+    from mentoring.io import write_bytes
+
+    write_bytes(path, "\n".join(parts).encode())
+
+
+def publish(path: Path, s3_uri: str) -> str:
+    """Copy ``path`` under ``s3://bucket/prefix`` as ``<prefix>/<sha256[:12]>/<name>``; return
+    the object's URI. Endpoint and credentials come from the standard AWS chain
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``..., a profile or an instance role)."""
+    import boto3
+    from botocore.config import Config
+
+    if not s3_uri.startswith("s3://"):
+        raise ValueError(f"{s3_uri!r}: expected s3://bucket/prefix")
+    bucket, _, prefix = s3_uri[len("s3://") :].partition("/")
+    key = "/".join(p for p in (prefix.strip("/"), sha256_file(path)[:12], path.name) if p)
+    s3 = boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "adaptive"}))
+    s3.upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def pipeline_value(params: Params) -> dict[str, Any]:
+    """``params`` as a pipeline parameter value: JSON types, without the None leaves (a
+    pipeline parameter cannot hold null; :func:`params_from` restores those keys' None
+    defaults)."""
+
+    def drop(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: drop(v) for k, v in node.items() if v is not None}
+        if isinstance(node, list):
+            return [drop(v) for v in node]
+        return node
+
+    result: dict[str, Any] = drop(params.model_dump(mode="json"))
+    return result

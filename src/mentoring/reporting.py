@@ -1,0 +1,298 @@
+"""Table 1 from per-seed evaluations: aggregation, the markdown table, the bar chart and the
+t-SNE figure of defect-area features. Shared by the pipeline's ``report`` stage and the multi-seed
+experiment (:mod:`mentoring.experiments.table1`).
+
+Per variant: mean and standard deviation over seeds of original/new mAP, new-domain
+precision/recall @ threshold, image-level false-reject and escape rates and the **gap closed** to
+the oracle, (mAP_new(v) - mAP_new(baseline)) / (mAP_new(oracle) - mAP_new(baseline)).
+
+Outputs (``<out>``): ``table1.json``, ``table1.md``, ``plots/variants.png`` (bar chart) and
+``plots/tsne.png`` (defect-area features of both domains, without and with DANN, like the paper's
+Figure 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from mentoring.config import STRATEGY_FLAGS, Params, parse_strategy
+from mentoring.data.dataset import CellDataset
+from mentoring.io import write_bytes, write_json, write_with
+from mentoring.line.preview import CLASS_COLORS
+from mentoring.models.store import load_model
+
+#: row labels of the paper's table
+LABELS = {
+    "baseline": "Baseline",
+    "scratch": "w/ new data",
+    "transfer": "+ transfer learning",
+    "scratch+omnia": "+ OMNIA-like",
+    "scratch+healthy": "+ healthy knowledge",
+    "scratch+dann": "+ DANN",
+    "oracle": "Oracle (full labels of the new pool)",
+}
+#: names of strategy parts in combined row labels
+PART_NAMES = {
+    "transfer": "transfer",
+    "omnia": "OMNIA-like",
+    "healthy": "healthy knowledge",
+    "dann": "DANN",
+    "oracle": "oracle",
+}
+#: the single-fix rows; any other strategy with several parts is a combination
+SINGLE = ("scratch", "transfer", "scratch+omnia", "scratch+healthy", "scratch+dann", "oracle")
+KEYS = (
+    "map_original",
+    "map_new",
+    "precision_new",
+    "recall_new",
+    "false_reject_new",
+    "escape_new",
+    "gap_closed",
+)
+
+
+def label(variant: str) -> str:
+    """The row label of a variant: the paper's wording, or its parts joined with '+'."""
+    if variant in LABELS:
+        return LABELS[variant]
+    parts = parse_strategy(variant) - {"scratch"}
+    return "+ " + " + ".join(PART_NAMES[p] for p in STRATEGY_FLAGS if p in parts)
+
+
+def _row(ev: dict[str, Any]) -> dict[str, float]:
+    o, n = ev["domains"]["original"], ev["domains"]["new"]
+    return {
+        "map_original": o["map"],
+        "map_new": n["map"],
+        "precision_new": n["precision"],
+        "recall_new": n["recall"],
+        "false_reject_new": n["false_reject_rate"],
+        "escape_new": n["escape_rate"],
+    }
+
+
+def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean and std per variant over seeds; ``per_seed[seed][variant]`` is an evaluation."""
+    variants = list(next(iter(per_seed.values())))
+    rows: dict[str, dict[str, list[float]]] = {v: {k: [] for k in KEYS} for v in variants}
+    for evals in per_seed.values():
+        base = evals["baseline"]["domains"]["new"]["map"]
+        oracle = evals["oracle"]["domains"]["new"]["map"] if "oracle" in evals else None
+        for v in variants:
+            r = _row(evals[v])
+            if oracle is not None and oracle != base:
+                r["gap_closed"] = (r["map_new"] - base) / (oracle - base)
+            for k, val in r.items():
+                rows[v][k].append(val)
+    table: dict[str, Any] = {}
+    for v in variants:
+        table[v] = {"label": label(v)}
+        for k, vals in rows[v].items():
+            if vals:
+                table[v][k] = {
+                    "mean": float(np.mean(vals)),
+                    "std": float(np.std(vals)),
+                    "values": vals,
+                }
+    combos = [v for v in variants if v not in SINGLE and v != "baseline"]
+    best = max(combos, key=lambda v: table[v]["map_new"]["mean"]) if combos else None
+    return {"variants": table, "best_combination": best, "seeds": sorted(per_seed)}
+
+
+def _fmt(cell: dict[str, float] | None, n_seeds: int) -> str:
+    if cell is None:
+        return "-"
+    return f"{cell['mean']:.3f} ± {cell['std']:.3f}" if n_seeds > 1 else f"{cell['mean']:.3f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table laid out like the paper's Table 1, plus image-level rates and gap closed."""
+    n = len(result["seeds"])
+    t = result["variants"]
+    base = t["baseline"]["map_original"]["mean"]
+    order = [v for v in ("baseline", *SINGLE[:-1]) if v in t]
+    if result["best_combination"]:
+        order.append(result["best_combination"])
+    order += [v for v in t if v not in order and v != "oracle"]
+    if "oracle" in t:
+        order.append("oracle")
+    lines = [
+        f"Table 1 on the synthetic line: {n} seed(s) {result['seeds']}, mean"
+        + (" ± std" if n > 1 else "")
+        + ". Precision, recall, false-reject and escape rates "
+        "at threshold 0.5 on the new domain's evaluation set.",
+        "",
+        "| | original mAP | new mAP | new precision | new recall | false-reject | escape "
+        "| gap closed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in order:
+        r = t[v]
+        delta = r["map_original"]["mean"] - base
+        best = " (best combination)" if v == result["best_combination"] else ""
+        lines.append(
+            f"| {r['label']}{best} | {_fmt(r['map_original'], n)} ({delta:+.3f}) "
+            f"| {_fmt(r['map_new'], n)} | {_fmt(r['precision_new'], n)} "
+            f"| {_fmt(r['recall_new'], n)} | {_fmt(r['false_reject_new'], n)} "
+            f"| {_fmt(r['escape_new'], n)} | {_fmt(r.get('gap_closed'), n)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_variants(result: dict[str, Any], path: Path) -> None:
+    """Grouped bars: new mAP, new precision, new recall and original mAP per variant."""
+    t = result["variants"]
+    names = list(t)
+    keys = [
+        ("map_new", "new mAP"),
+        ("precision_new", "new precision@0.5"),
+        ("recall_new", "new recall@0.5"),
+        ("map_original", "original mAP"),
+    ]
+    x = np.arange(len(names))
+    width = 0.2
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(names)), 4.2))
+    for i, (k, name) in enumerate(keys):
+        means = [t[v][k]["mean"] for v in names]
+        stds = [t[v][k]["std"] for v in names]
+        ax.bar(x + (i - 1.5) * width, means, width, yerr=stds, label=name, capsize=2)
+    ax.set_xticks(x, [t[v]["label"] for v in names], rotation=25, ha="right", fontsize=8)
+    ax.set(ylim=(0, 1.05), ylabel="score")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.13), frameon=False)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+@torch.no_grad()
+def defect_features(
+    model_path: Path, params: Params, manifest: Path, per_domain: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of ground-truth defect areas of both evaluation sets.
+
+    Returns (F, D, K): (n, channels) features, (n,) domain 0/1, (n,) class index.
+    """
+    model, _ = load_model(model_path)
+    rng = np.random.default_rng(seed)
+    feats, doms, ks = [], [], []
+    for d, domain in enumerate(("original", "new")):
+        data = CellDataset.from_manifest(
+            manifest,
+            domain,
+            "eval",
+            params.line.classes,
+            params.model.stride,
+            params.line.cell_min_coverage,
+        )
+        f = torch.cat(
+            [
+                model.features(data.split.images[i : i + 64].float() / 255.0)
+                for i in range(0, len(data), 64)
+            ]
+        ).numpy()  # (N, F, h, w)
+        t = data.split.targets.numpy()  # (N, C, h, w)
+        n_idx, r_idx, c_idx = np.nonzero(t.any(axis=1))
+        pick = rng.permutation(len(n_idx))[:per_domain]
+        n_idx, r_idx, c_idx = n_idx[pick], r_idx[pick], c_idx[pick]
+        feats.append(f[n_idx, :, r_idx, c_idx])
+        doms.append(np.full(len(n_idx), d))
+        ks.append(t[n_idx, :, r_idx, c_idx].argmax(axis=1))
+    return np.concatenate(feats), np.concatenate(doms), np.concatenate(ks)
+
+
+def domain_separability(feats: np.ndarray, domains: np.ndarray, seed: int) -> float:
+    """Cross-validated accuracy of a linear domain classifier on features (0.5 = aligned)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    return float(cross_val_score(clf, feats, domains, cv=5).mean())
+
+
+def plot_tsne(
+    models: dict[str, Path],
+    params: Params,
+    manifest: Path,
+    path: Path,
+    seed: int = 0,
+    per_domain: int = 300,
+) -> dict[str, float]:
+    """t-SNE of defect-area features per model; returns each model's domain separability."""
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.8), squeeze=False)
+    sep = {}
+    for ax, (name, mpath) in zip(axes[0], models.items(), strict=True):
+        f, dom, k = defect_features(mpath, params, manifest, per_domain, seed)
+        sep[name] = domain_separability(f, dom, seed)
+        emb = TSNE(
+            n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (len(f) - 1) / 3)
+        ).fit_transform(f)
+        for d, marker in ((0, "o"), (1, "x")):
+            for c in np.unique(k):
+                sel = (dom == d) & (k == c)
+                ax.scatter(
+                    emb[sel, 0],
+                    emb[sel, 1],
+                    s=10,
+                    marker=marker,
+                    color=CLASS_COLORS[int(c) % 7],
+                    alpha=0.7,
+                    linewidths=0.8,
+                )
+        ax.set_title(
+            f"{label(name)}\nlinear domain accuracy {sep[name]:.2f} (0.5 = aligned)", fontsize=9
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [
+        plt.Line2D([], [], ls="", marker="s", color=CLASS_COLORS[i % 7], label=c)
+        for i, c in enumerate(params.line.classes)
+    ]
+    handles += [
+        plt.Line2D([], [], ls="", marker="o", color="gray", label="original"),
+        plt.Line2D([], [], ls="", marker="x", color="gray", label="new"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return sep
+
+
+def report(
+    per_seed: dict[int, dict[str, dict[str, Any]]], out: Path, tsne: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Write ``table1.json``, ``table1.md`` and the bar chart; return the aggregate."""
+    result = aggregate(per_seed)
+    if tsne:
+        result["domain_separability"] = tsne
+    # the issue's flat layout: one entry per variant with mean/std per key
+    flat = {
+        v: {k: r[k] for k in KEYS if k in r} | {"label": r["label"]}
+        for v, r in result["variants"].items()
+    }
+    write_json(
+        out / "table1.json",
+        {
+            "variants": flat,
+            "best_combination": result["best_combination"],
+            "seeds": result["seeds"],
+            "domain_separability": tsne or {},
+        },
+    )
+    write_bytes(out / "table1.md", markdown(result).encode())
+    plot_variants(result, out / "plots" / "variants.png")
+    return result

@@ -1,0 +1,156 @@
+"""`mentoring kfp run-local`: both pipelines run here, every task, with kfp's SubprocessRunner.
+
+A tiny line and 1-2 epochs (the numbers mean nothing; the wiring does): the retraining pipeline
+runs its first-run branch (no champion: the baseline is trained, registered and made champion),
+trains the strategies in parallel, reports and registers; the mining pipeline then mines with the
+champion and publishes the tasks to a moto S3 server on loopback; a run whose task fails leaves
+its MLflow parent run FAILED (the exit handler).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from mentoring.config import Params, load_params
+from mentoring.pipelines import submit
+from tests.servers import aws_client_kwargs
+
+REPO = Path(__file__).resolve().parents[2]
+STRATEGIES = ["scratch", "transfer+omnia"]
+
+
+def _params(work: Path) -> Params:
+    return load_params(
+        REPO / "params.yaml",
+        {
+            "base.profile": "tiny",
+            "train_baseline.epochs": 2,
+            "train.epochs": 1,
+            "train.strategies": STRATEGIES,
+            "evaluate.n_examples": 2,
+            "mine.threshold": 0.01,  # a 2-epoch model detects little at 0.5
+            "tracking.uri": f"sqlite:///{work / 'mlflow.db'}",
+        },
+    )
+
+
+def _client(params: Params) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=params.tracking.uri, registry_uri=params.tracking.uri)
+
+
+def _pipeline_runs(params: Params) -> list[Any]:
+    client = _client(params)
+    exp = client.get_experiment_by_name(params.tracking.experiment)
+    return client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
+
+
+def _task_dir(root: Path, task: str) -> Path:
+    (run,) = [p for p in root.iterdir() if p.is_dir()]
+    return run / task
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Params, Path]]:
+    work = tmp_path_factory.mktemp("kfp")
+    saved = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
+    params = _params(work)
+    run = submit.run_local("retraining", params, work / "retraining")
+    print(f"retraining pipeline, run locally: {run.seconds:.0f} s")
+    yield params, run.root
+    os.environ.update(saved)
+
+
+def test_every_task_ran(retrained: tuple[Params, Path]) -> None:
+    _, root = retrained
+    (run,) = [p for p in root.iterdir() if p.is_dir()]
+    tasks = {p.name for p in run.iterdir()}
+    expected = {
+        "start-run", "ingest", "validate", "champion", "train-baseline", "evaluate", "mine",
+        "import-feedback", "report", "register", "finish-run",
+    }  # fmt: skip
+    assert expected <= tasks, sorted(tasks)
+    iterations = sorted(t for t in tasks if "-iteration-" in t)
+    assert len(iterations) == len(STRATEGIES)
+    for it in iterations:
+        model = run / it / "train" / "model"
+        assert model.is_file() and model.stat().st_size > 0
+        assert (run / it / "evaluate-3" / "evaluation" / "metrics.json").is_file()
+    # the images stayed in the run workspace: the dataset artifact holds the manifest only
+    line = run / "ingest" / "line"
+    assert (line / "manifests" / "line.parquet").is_file() and not (line / "line").exists()
+    table = (run / "report" / "table").read_text()
+    assert "Baseline" in table and "transfer" in table.lower()
+    assert "data:image/png;base64," in (run / "report" / "plots").read_text()
+
+
+def test_tracking_and_registry(retrained: tuple[Params, Path]) -> None:
+    params, root = retrained
+    client = _client(params)
+    (parent,) = _pipeline_runs(params)
+    assert parent.info.status == "FINISHED"
+    tags = parent.data.tags
+    assert tags["kfp_pipeline"] == "mentoring-retraining" and tags["kfp_run_id"]
+    assert tags["pipeline_key"] == tags["kfp_run_id"] and tags["params_sha256"]
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    variants = {r.data.tags["variant"] for r in children}
+    assert variants == {"baseline", *STRATEGIES}
+    # the strategies trained at the same time (ParallelFor): their training runs overlap
+    spans = []
+    for r in children:
+        if r.data.tags["variant"] in STRATEGIES:
+            (loss,) = client.get_metric_history(r.info.run_id, "train.loss")
+            spans.append((r.info.start_time, loss.timestamp))
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans
+    decision = json.loads((_task_dir(root, "register") / "decision" / "decision.json").read_text())
+    assert decision["first_model"] is not None  # no champion before: the baseline became one
+    versions = {v.tags["variant"]: v.version for v in client.search_model_versions()}
+    assert set(versions) == {"baseline", *STRATEGIES}
+    champion = client.get_model_version_by_alias(params.tracking.registered_model, "champion")
+    assert str(champion.version) == decision["aliases"]["champion"]
+
+
+def test_mining_publishes_tasks(
+    retrained: tuple[Params, Path], s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params, root = retrained
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, **aws_client_kwargs())
+    s3.create_bucket(Bucket="plant-mining")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the tasks' standard AWS chain
+    run = submit.run_local(
+        "mining", params, root.parent / "mining", ["tasks_s3_uri=s3://plant-mining/tasks"]
+    )
+    print(f"mining pipeline, run locally: {run.seconds:.0f} s")
+    tasks_dir = _task_dir(run.root, "mine") / "tasks"
+    tasks = json.loads((tasks_dir / "tasks.json").read_text())
+    champion = _client(params).get_model_version_by_alias(
+        params.tracking.registered_model, "champion"
+    )
+    assert tasks["model"]["name"] == f"models:/{params.tracking.registered_model}@champion"
+    (obj,) = s3.list_objects_v2(Bucket="plant-mining", Prefix="tasks/")["Contents"]
+    body = s3.get_object(Bucket="plant-mining", Key=obj["Key"])["Body"].read()
+    assert body == (tasks_dir / "tasks.json").read_bytes()
+    fetched = json.loads((_task_dir(run.root, "fetch-model") / "executor_output.json").read_text())
+    meta = fetched["artifacts"]["model"]["artifacts"][0]["metadata"]
+    assert meta["version"] == str(champion.version)  # the champion mined...
+    assert tasks["model"]["sha256"] == meta["sha256"]  # ...and the tasks say so
+
+
+def test_failed_task_marks_parent_run_failed(retrained: tuple[Params, Path]) -> None:
+    params, root = retrained
+    before = {r.info.run_id for r in _pipeline_runs(params)}
+    with pytest.raises(RuntimeError, match="fetch-model"):
+        submit.run_local("mining", params, root.parent / "failing", ["champion_ref=no-such-alias"])
+    (failed,) = [r for r in _pipeline_runs(params) if r.info.run_id not in before]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["kfp_pipeline"] == "mentoring-mining"
