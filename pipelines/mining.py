@@ -17,7 +17,13 @@ from mentoring.components.start_run import start_run
 from mentoring.components.validate import validate
 from mentoring.config import Params
 from mentoring.orchestration.adapter import pipeline_value
-from mentoring.pipelines.platform import configure, pipeline_config, store_dir
+from mentoring.pipelines.platform import (
+    cache_line,
+    configure,
+    ingest_run_id,
+    pipeline_config,
+    store_dir,
+)
 
 NAME = "mentoring-mining"
 
@@ -25,6 +31,7 @@ NAME = "mentoring-mining"
 def build(params: Params) -> Any:
     """The mining pipeline with ``params`` as the defaults of its parameters."""
     cfg = params.kfp
+    cache = cache_line(params, cfg)  # here: inside the pipeline, `params` is its parameter
     defaults = pipeline_value(params)
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
@@ -67,13 +74,14 @@ def build(params: Params) -> Any:
                 ingest(
                     params=params,
                     store_dir=store_dir(cfg),
-                    kfp_run_id=run_id,
+                    kfp_run_id=ingest_run_id(cfg, run_id),
                     dataset_repo=dataset_repo,
                     dataset_rev=dataset_rev,
                 ),
                 "ingest",
                 cfg,
             ).after(start)
+            line_task.set_caching_options(cache)
             line = line_task.outputs["line"]
             checked = configure(validate(params=params, line=line), "validate", cfg)
             fetched = configure(

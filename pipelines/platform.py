@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from kfp import dsl, kubernetes
 
-from mentoring.config import KfpParams
+from mentoring.config import KfpParams, Params
 
 #: training tasks: GPU nodes and the CUDA image
 GPU_TASKS = frozenset({"train", "train_baseline"})
@@ -36,6 +36,20 @@ def store_dir(cfg: KfpParams) -> str:
     if cfg.store == "pvc":
         return cfg.pvc_mount
     return ""
+
+
+def ingest_run_id(cfg: KfpParams, run_id: str) -> str:
+    """The run id the ingest step keys its store folder on: only a shared PVC needs one (the
+    workspace is the run's own; in the artifact store the step may be cached across runs)."""
+    return run_id if cfg.store == "pvc" else ""
+
+
+def cache_line(params: Params, cfg: KfpParams) -> bool:
+    """Whether the ingest step may be cached: its cache key is its arguments (params, dataset
+    repo and commit sha), so only when the images travel as its artifact (a cached step's
+    workspace or PVC folder would not be there) and the line does not come from a folder whose
+    content the key cannot see."""
+    return cfg.store == "artifacts" and params.line.source != "folder"
 
 
 def pipeline_config(cfg: KfpParams) -> dsl.PipelineConfig | None:

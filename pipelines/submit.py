@@ -295,6 +295,8 @@ def run_local(
     uri = data["tracking"]["uri"]
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         data["tracking"]["uri"] = f"sqlite:///{(Path.cwd() / uri[len('sqlite:///') :]).resolve()}"
+    # here a failed task is reported at once: no retries with minutes of backoff
+    data["kfp"]["retry"]["count"] = 0
     args.setdefault("git_commit", head_commit())
     workdir.mkdir(parents=True, exist_ok=True)
     local.init(

@@ -226,3 +226,51 @@ def test_line_stage_run_with_a_branch_records_the_commit(plant: Plant, tmp_path:
     saved = json.loads((tmp_path / "results/metrics.json").read_text())
     assert saved["data_version"]["commit"] == plant.rev2
     assert os.path.exists(tmp_path / "results/plots/preview.png")
+
+
+def test_kfp_ingest_reads_a_commit_and_is_cached_on_its_sha(plant: Plant, tmp_path: Path) -> None:
+    """The Kubeflow `ingest` step (kfp's local runner) reads the dataset at a commit sha; its
+    cache key is the sha, so a second run reuses the first one's artifact; a branch name is
+    refused (the key could not see it move)."""
+    from kfp import dsl, local
+
+    from mentoring.components.ingest import ingest
+    from mentoring.orchestration.adapter import pipeline_value
+
+    def done(status: dsl.PipelineTaskFinalStatus) -> None:
+        print(status.state)
+
+    def pipeline(params: dict, repo: str, rev: str) -> None:
+        # inside an exit handler, as in the real pipelines: kfp.local caches only in its
+        # control-flow orchestrator (the plain-DAG one has no cache)
+        with dsl.ExitHandler(exit_task()):
+            ingest(params=params, dataset_repo=repo, dataset_rev=rev)
+
+    # kfp reads real types (this module's annotations are strings: `from __future__`)
+    done.__annotations__ = {"status": dsl.PipelineTaskFinalStatus, "return": None}
+    exit_task = dsl.component(install_kfp_package=False)(done)
+    pipeline.__annotations__ = {"params": dict, "repo": str, "rev": str, "return": None}
+    ingest_only = dsl.pipeline(name="ingest-only")(pipeline)
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "outputs"),
+        enable_caching=True,
+        cache_root=str(tmp_path / "cache"),
+    )
+    args = {"params": pipeline_value(LINE1), "repo": plant.url}
+
+    def lines() -> list[Path]:  # the ingest outputs written so far, oldest first
+        found = (tmp_path / "outputs").glob("*/ingest/line/manifests/line.parquet")
+        return sorted((p.parents[1] for p in found), key=lambda p: p.stat().st_mtime)
+
+    ingest_only(**args, rev=plant.rev1)
+    (line,) = lines()
+    assert snapshot(line) == plant.line1
+    ingest_only(**args, rev=plant.rev1)
+    assert lines() == [line]  # a cache hit: the step did not run again
+    ingest_only(**args, rev=plant.rev2)
+    first, second = lines()
+    assert first == line and snapshot(second) == plant.line2
+    with pytest.raises(RuntimeError, match="ingest"):
+        ingest_only(**args, rev="main")

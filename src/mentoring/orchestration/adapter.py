@@ -109,9 +109,15 @@ def scratch(name: str) -> Path:
 
 
 def log_metrics(metrics: Any, values: Mapping[str, Any], prefix: str = "") -> None:
-    """Log the numeric leaves of a stage's metrics on a KFP ``Metrics`` artifact."""
-    for key, value in sorted(numeric(values, prefix).items()):
+    """Log the numeric leaves of a stage's metrics on a KFP ``Metrics`` artifact.
+
+    They are also written to the artifact's file: the UI reads the metadata, but a Metrics
+    artifact without a file is "missing" to kfp.local's cache, which never hits then.
+    """
+    flat = dict(sorted(numeric(values, prefix).items()))
+    for key, value in flat.items():
         metrics.log_metric(key, value)
+    write_json(metrics.path, flat)
 
 
 def save_dir(src: Path, dest: str) -> None:
