@@ -258,12 +258,37 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(help="Resume from a matching checkpoint.")] = True,
     track: TrackOpt = True,
 ) -> None:
-    """Train the baseline on the original domain, or a new model with a mentoring strategy."""
+    """Train the baseline on the original domain, or a new model with a mentoring strategy.
+
+    With ``nproc`` > 1 (``train.nproc``, ``train_baseline.nproc`` for the baseline), runs itself
+    as that many processes under torchrun (DistributedDataParallel, docs/distributed.md).
+    """
+    from mentoring.training import distributed
+
     p = _params(params, set_)
     model = model or Path(f"models/{strategy}.pt")
     checkpoint = checkpoint or Path(f"models/checkpoints/{strategy}.pt")
-    if not resume and checkpoint.exists():
-        checkpoint.unlink()
+    results = results or Path(
+        "results/train_baseline" if strategy == "baseline" else f"results/train/{strategy}"
+    )
+    cfg = p.train_baseline if strategy == "baseline" else p.train
+    if cfg.nproc > 1 and not distributed.launched():
+        distributed.check_launch(cfg.nproc, cfg.batch_size, p.base.device)
+        args = [
+            *("--params", str(params)),
+            *(a for item in set_ or [] for a in ("--set", item)),
+            *("--strategy", strategy, "--manifest", str(manifest), "--model", str(model)),
+            *("--results", str(results), "--checkpoint", str(checkpoint)),
+            *("--labels", str(labels), "--baseline", str(baseline)),
+            "--resume" if resume else "--no-resume",
+            "--track" if track else "--no-track",
+        ]
+        code = distributed.torchrun(cfg.nproc, "mentoring.stages.train", args)
+        if code:
+            sys.exit(code)  # not typer.Exit: _friendly would take it for an error
+        return
+    if not resume and distributed.is_main():  # one rank removes it; the others wait in train()
+        checkpoint.unlink(missing_ok=True)
     show = sys.stderr.isatty()
     if strategy == "baseline":
         from mentoring.stages import train_baseline
@@ -272,7 +297,7 @@ def train_cmd(
             p,
             manifest,
             model,
-            results or Path("results/train_baseline"),
+            results,
             checkpoint,
             show_progress=show,
             track=track,
@@ -287,15 +312,16 @@ def train_cmd(
             labels,
             baseline,
             model,
-            results or Path(f"results/train/{strategy}"),
+            results,
             checkpoint,
             show_progress=show,
             track=track,
         )
-    out.print(
-        f"{strategy}: {m['epochs']} epochs, final loss {m['final_loss']:.4f}, "
-        f"{m['images_per_s']:.0f} images/s -> {model}"
-    )
+    if distributed.is_main():
+        out.print(
+            f"{strategy}: {m['epochs']} epochs, final loss {m['final_loss']:.4f}, "
+            f"{m['images_per_s']:.0f} images/s -> {model}"
+        )
 
 
 @app.command("mine")

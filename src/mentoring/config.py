@@ -198,6 +198,7 @@ class TrainParams(_Section):
     weight_decay: float = Field(0.0, ge=0)  # Adam L2 penalty
     augment: bool = True  # random flips and 90-degree rotations (parts have no orientation)
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+    nproc: int = Field(1, ge=1)  # processes per node under torchrun (DDP); 1 = plain
 
 
 STRATEGY_FLAGS: tuple[str, ...] = ("scratch", "transfer", "omnia", "healthy", "dann", "oracle")

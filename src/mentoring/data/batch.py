@@ -3,6 +3,10 @@
 A :class:`Batch` mixes fully-labelled original images (``annotated`` all True, ``domain`` 0) and
 mentored new images (``annotated`` from operator feedback, ``domain`` 1). Sources draw one epoch
 of batches from a seeded generator, augmenting images, targets and masks alike.
+
+Under a process group (``torchrun``, see :mod:`mentoring.training.distributed`) every rank draws the
+same global epoch (order and augmentations) and keeps its share of each global batch: the batches
+of all ranks together are the single-process batches.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from mentoring.data.sampler import BalancedBatchSampler
+from mentoring.training import distributed
 
 
 @dataclass(frozen=True)
@@ -24,12 +29,15 @@ class Batch:
         targets: (N, C, h, w) float32 in {0, 1}; meaningful only where ``annotated``.
         annotated: (N, C, h, w) bool; False entries are never backpropagated.
         domain: (N,) int64, 0 = original (fully labelled), 1 = new (mentored).
+        global_size: images of the global batch this rank's share belongs to (every rank's
+            together); None when the batch is whole (one process).
     """
 
     images: torch.Tensor
     targets: torch.Tensor
     annotated: torch.Tensor
     domain: torch.Tensor
+    global_size: int | None = None
 
     def to(self, device: str) -> Batch:
         return Batch(
@@ -37,6 +45,7 @@ class Batch:
             self.targets.to(device),
             self.annotated.to(device),
             self.domain.to(device),
+            self.global_size,
         )
 
 
@@ -47,15 +56,22 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
-def augment(gen: torch.Generator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """One random dihedral transform per sample, the same for every tensor (image, target...)."""
-    ks = torch.randint(0, 8, (tensors[0].shape[0],), generator=gen)
+def _draw(gen: torch.Generator, n: int) -> torch.Tensor:
+    return torch.randint(0, 8, (n,), generator=gen)
+
+
+def _transform(ks: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     outs = [t.clone() for t in tensors]
     for k in ks.unique().tolist():
         sel = ks == k
         for src, dst in zip(tensors, outs, strict=True):
             dst[sel] = dihedral(src[sel], k)
     return tuple(outs)
+
+
+def augment(gen: torch.Generator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One random dihedral transform per sample, the same for every tensor (image, target...)."""
+    return _transform(_draw(gen, tensors[0].shape[0]), *tensors)
 
 
 def _make(
@@ -65,10 +81,24 @@ def _make(
     domain: torch.Tensor,
     gen: torch.Generator,
     aug: bool,
+    rows: torch.Tensor | None = None,
+    n_global: int = 0,
 ) -> Batch:
+    """The batch of these (uint8) rows; ``rows``: which rows of a global batch of ``n_global``
+    they are (None: the whole batch). The augmentations are drawn for the whole global batch,
+    so a rank's rows get exactly the transforms that one process would give them."""
     if aug:
-        images, targets, annotated = augment(gen, images, targets, annotated)
-    return Batch(images.float() / 255.0, targets.float(), annotated, domain)
+        ks = _draw(gen, images.shape[0] if rows is None else n_global)
+        images, targets, annotated = _transform(
+            ks if rows is None else ks[rows], images, targets, annotated
+        )
+    return Batch(
+        images.float() / 255.0,
+        targets.float(),
+        annotated,
+        domain,
+        None if rows is None else n_global,
+    )
 
 
 class SingleSource:
@@ -79,6 +109,13 @@ class SingleSource:
     ) -> None:
         self.images, self.targets = images, targets
         self.batch_size, self.augment = batch_size, augment
+        distributed.check_batch_split(batch_size)
+        last = len(images) % batch_size
+        if 0 < last < distributed.world_size():
+            raise ValueError(
+                f"the last batch of an epoch holds {last} of the {len(images)} images, fewer "
+                f"than the {distributed.world_size()} processes: change train_baseline.batch_size"
+            )
 
     def steps(self) -> int:
         return (len(self.images) + self.batch_size - 1) // self.batch_size
@@ -87,14 +124,18 @@ class SingleSource:
         order = torch.randperm(len(self.images), generator=gen)
         for b in range(self.steps()):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            y = self.targets[idx]
+            rows = distributed.shard_batch(len(idx))  # the last batch may be short: any split
+            mine = idx if rows is None else idx[rows]
+            y = self.targets[mine]
             yield _make(
-                self.images[idx],
+                self.images[mine],
                 y,
                 torch.ones_like(y, dtype=torch.bool),
-                torch.zeros(len(idx), dtype=torch.long),
+                torch.zeros(len(mine), dtype=torch.long),
                 gen,
                 self.augment,
+                rows,
+                len(idx),
             )
 
 
@@ -125,12 +166,19 @@ class BalancedSource:
             len(orig_images), len(new_images), batch_size, new_fraction
         )
         self.augment = augment
+        # each rank keeps its share of both parts: every rank's batch has the exact ratio too
+        self.parts = (self.sampler.per_a, self.sampler.per_b)
+        distributed.check_batch_split(batch_size, self.parts)
 
     def steps(self) -> int:
         return len(self.sampler)
 
     def epoch(self, gen: torch.Generator) -> Iterator[Batch]:
+        rows = distributed.shard_batch(self.sampler.batch_size, self.parts)
         for ia, ib in self.sampler.epoch(gen):
+            if rows is not None:  # rows of the batch [ia, ib] -> indices into ia and ib
+                n_a = len(ia)
+                ia, ib = ia[rows[rows < n_a]], ib[rows[rows >= n_a] - n_a]
             yo = self.ot[ia]
             images = torch.cat([self.oi[ia], self.ni[ib]])
             targets = torch.cat([yo, self.nt[ib]])
@@ -138,4 +186,6 @@ class BalancedSource:
             domain = torch.cat(
                 [torch.zeros(len(ia), dtype=torch.long), torch.ones(len(ib), dtype=torch.long)]
             )
-            yield _make(images, targets, annotated, domain, gen, self.augment)
+            yield _make(
+                images, targets, annotated, domain, gen, self.augment, rows, self.sampler.batch_size
+            )

@@ -2,7 +2,9 @@
 
 Reads ``base``, ``line``, ``model`` and ``train``; reads the line, the partial labels (not for the
 oracle) and the baseline (for ``transfer`` and ``omnia``); writes the model, ``metrics.json``,
-``history.json`` and ``plots/loss.png`` under ``<results>``.
+``history.json`` and ``plots/loss.png`` under ``<results>``. ``main()`` is also the entry point of
+``torchrun`` (``train.nproc`` > 1, :mod:`mentoring.training.distributed`), for the baseline
+(``--strategy baseline``) and the strategies alike: rank 0 alone writes and logs.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from mentoring.feedback.partial import PartialLabels
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
 from mentoring.tracking import Tracker
+from mentoring.training import distributed
 from mentoring.training.loop import fingerprint, tensor_digest
 from mentoring.training.outputs import (
     epoch_callback,
     log_training,
     model_arch,
     start_tracking,
+    training_metrics,
     write_outputs,
 )
 from mentoring.training.strategies import (
@@ -94,66 +98,78 @@ def run(
     With ``track``, the run is logged to MLflow (checked before training starts).
     """
     flags = parse_strategy(strategy)
-    tracker = Tracker.open(params, manifest) if track else None
-    device = setup_torch(params.base)
-    line, cfg, seed = params.line, params.train, params.base.seed
-    baseline = None
-    if flags & {"transfer", "omnia"}:
-        if baseline_path is None:
-            raise ValueError(f"strategy {strategy!r} needs the baseline model (--baseline)")
-        baseline, _ = load_model(baseline_path, device)
-    original = CellDataset.from_manifest(
-        manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
-    )
-    new = new_data(params, strategy, manifest, labels_path, baseline, device)
-    arch = model_arch(params)
-    trainee = build_trainee(strategy, arch, baseline, seed)
-    read = strategy_params(strategy, cfg)  # the train params this strategy reads
-    fp = fingerprint(
-        strategy,
-        arch,
-        read,
-        seed,
-        tensor_digest(
-            original.split.images, original.split.targets, new.images, new.targets, new.annotated
-        ),
-        # the baseline's weights, not its file: torch.save writes a fresh id into every file
-        tensor_digest(*baseline.state_dict().values()) if baseline is not None else None,
-    )
-    run_id = start_tracking(tracker, strategy, params, {"strategy": strategy, "train": read})
-    history = train_strategy(
-        trainee,
-        original.split.images,
-        original.split.targets,
-        new,
-        cfg,
-        seed,
-        checkpoint=checkpoint,
-        fingerprint_value=fp,
-        device=device,
-        show_progress=show_progress,
-        description=strategy,
-        on_epoch=epoch_callback(results_dir, tracker, run_id),
-    )
-    metrics = write_outputs(
-        strategy,
-        trainee.segmenter,
-        arch,
-        line.classes,
-        fp,
-        history,
-        model_out,
-        results_dir,
-        {
+    # under torchrun, rank 0 alone tracks and writes; every rank trains its share of each batch
+    is_main = distributed.is_main()
+    tracker = Tracker.open(params, manifest) if track and is_main else None
+    with distributed.process_group(setup_torch(params.base)) as device:
+        line, cfg, seed = params.line, params.train, params.base.seed
+        baseline = None
+        if flags & {"transfer", "omnia"}:
+            if baseline_path is None:
+                raise ValueError(f"strategy {strategy!r} needs the baseline model (--baseline)")
+            baseline, _ = load_model(baseline_path, device)
+        original = CellDataset.from_manifest(
+            manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
+        )
+        new = new_data(params, strategy, manifest, labels_path, baseline, device)
+        arch = model_arch(params)
+        trainee = build_trainee(strategy, arch, baseline, seed)
+        read = strategy_params(strategy, cfg)  # the train params this strategy reads
+        fp = fingerprint(
+            strategy,
+            arch,
+            read,
+            seed,
+            tensor_digest(
+                original.split.images,
+                original.split.targets,
+                new.images,
+                new.targets,
+                new.annotated,
+            ),
+            # the baseline's weights, not its file: torch.save writes a fresh id into every file
+            tensor_digest(*baseline.state_dict().values()) if baseline is not None else None,
+        )
+        logged = {"strategy": strategy, "train": {**read, "nproc": cfg.nproc}}
+        run_id = start_tracking(tracker, strategy, params, logged)
+        history = train_strategy(
+            trainee,
+            original.split.images,
+            original.split.targets,
+            new,
+            cfg,
+            seed,
+            checkpoint=checkpoint,
+            fingerprint_value=fp,
+            device=device,
+            show_progress=show_progress,
+            description=strategy,
+            on_epoch=epoch_callback(results_dir, tracker, run_id),
+        )
+        extra = {
             "strategy": strategy,
             "n_original": len(original),
             "n_new": len(new.ids),
             "new_annotated_fraction": new.annotated_fraction,
-        },
-    )
-    if tracker is not None and run_id is not None:
-        log_training(tracker, run_id, params, trainee.segmenter, history, results_dir, metrics, fp)
-    return metrics
+        }
+        if not is_main:
+            return training_metrics(strategy, history, extra)
+        metrics = write_outputs(
+            strategy,
+            trainee.segmenter,
+            arch,
+            line.classes,
+            fp,
+            history,
+            model_out,
+            results_dir,
+            extra,
+        )
+        if tracker is not None and run_id is not None:
+            log_training(
+                tracker, run_id, params, trainee.segmenter, history, results_dir, metrics, fp
+            )
+        return metrics
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 Reads ``base``, ``line`` (classes, coverage), ``model`` and ``train_baseline``; writes the model
 file, ``<results>/metrics.json``, ``<results>/history.json`` and ``<results>/plots/loss.png``.
-Resumes from ``<checkpoint>`` after a kill.
+Resumes from ``<checkpoint>`` after a kill. Runs as one of ``torchrun``'s processes too
+(``train_baseline.nproc`` > 1, :mod:`mentoring.training.distributed`): rank 0 alone writes and
+logs.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from mentoring.losses import supervised_bce
 from mentoring.models.segmenter import Segmenter
 from mentoring.runtime import seed_everything, setup_torch
 from mentoring.tracking import Tracker
+from mentoring.training import distributed
 from mentoring.training.loop import fingerprint, tensor_digest, train
 from mentoring.training.outputs import (
     epoch_callback,
     log_training,
     model_arch,
     start_tracking,
+    training_metrics,
     write_outputs,
 )
 
@@ -45,54 +49,51 @@ def run(
 
     With ``track``, the run is logged to MLflow (checked before training starts).
     """
-    tracker = Tracker.open(params, manifest) if track else None
-    device = setup_torch(params.base)
-    line, cfg = params.line, params.train_baseline
-    data = CellDataset.from_manifest(
-        manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
-    )
-    seed_everything(params.base.seed)
-    run_id = start_tracking(tracker, "baseline", params, {"train_baseline": cfg.model_dump()})
-    arch = model_arch(params)
-    model = Segmenter(**arch)
-    fp = fingerprint(
-        arch,
-        cfg.model_dump(),
-        params.base.seed,
-        tensor_digest(data.split.images, data.split.targets),
-    )
-    source = SingleSource(data.split.images, data.split.targets, cfg.batch_size, cfg.augment)
+    # under torchrun, rank 0 alone tracks and writes; every rank trains its share of each batch
+    is_main = distributed.is_main()
+    tracker = Tracker.open(params, manifest) if track and is_main else None
+    with distributed.process_group(setup_torch(params.base)) as device:
+        line, cfg = params.line, params.train_baseline
+        data = CellDataset.from_manifest(
+            manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
+        )
+        seed_everything(params.base.seed)
+        run_id = start_tracking(tracker, "baseline", params, {"train_baseline": cfg.model_dump()})
+        arch = model_arch(params)
+        model = Segmenter(**arch)
+        fp = fingerprint(
+            arch,
+            cfg.model_dump(exclude={"nproc"}),  # any nproc trains the same model: resumable
+            params.base.seed,
+            tensor_digest(data.split.images, data.split.targets),
+        )
+        source = SingleSource(data.split.images, data.split.targets, cfg.batch_size, cfg.augment)
 
-    def loss_fn(batch: Batch, _progress: float) -> tuple[torch.Tensor, dict[str, float]]:
-        return supervised_bce(model(batch.images), batch.targets), {}
+        def loss_fn(batch: Batch, _progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+            return supervised_bce(model(batch.images), batch.targets), {}
 
-    history = train(
-        model,
-        source,
-        loss_fn,
-        cfg,
-        params.base.seed,
-        description="baseline",
-        checkpoint=checkpoint,
-        fingerprint_value=fp,
-        device=device,
-        show_progress=show_progress,
-        on_epoch=epoch_callback(results_dir, tracker, run_id),
-    )
-    metrics = write_outputs(
-        "baseline",
-        model,
-        arch,
-        line.classes,
-        fp,
-        history,
-        model_out,
-        results_dir,
-        {"n_images": len(data)},
-    )
-    if tracker is not None and run_id is not None:
-        log_training(tracker, run_id, params, model, history, results_dir, metrics, fp)
-    return metrics
+        history = train(
+            model,
+            source,
+            loss_fn,
+            cfg,
+            params.base.seed,
+            description="baseline",
+            checkpoint=checkpoint,
+            fingerprint_value=fp,
+            device=device,
+            show_progress=show_progress,
+            on_epoch=epoch_callback(results_dir, tracker, run_id),
+        )
+        extra = {"n_images": len(data)}
+        if not is_main:
+            return training_metrics("baseline", history, extra)
+        metrics = write_outputs(
+            "baseline", model, arch, line.classes, fp, history, model_out, results_dir, extra
+        )
+        if tracker is not None and run_id is not None:
+            log_training(tracker, run_id, params, model, history, results_dir, metrics, fp)
+        return metrics
 
 
 def main() -> None:

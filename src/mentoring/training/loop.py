@@ -4,6 +4,12 @@ Determinism: the caller initialises the modules from the seed; the loop draws ea
 and augmentations from a generator seeded with ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch k draws exactly what an uninterrupted run draws from epoch k + 1. With the
 optimizer state saved too, the final weights are identical.
+
+Under a process group (``torchrun``, ``train.nproc`` > 1; see
+:mod:`mentoring.training.distributed`) every rank runs this loop on its share of each global
+batch inside ``DistributedDataParallel``; the epoch's losses are summed over the ranks, rank 0
+alone shows progress, writes the checkpoint and calls ``on_epoch``, and every rank reads the
+checkpoint on resume. The weights match a single process within float tolerance.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch import nn
 from mentoring.config import TrainParams
 from mentoring.data.batch import Batch
 from mentoring.io import write_with
+from mentoring.training import distributed
 
 #: loss of a batch at training progress p in [0, 1) -> (scalar loss, named parts for logging)
 LossFn = Callable[[Batch, float], tuple[torch.Tensor, dict[str, float]]]
@@ -96,9 +103,10 @@ def train(
         modules: all trained modules (a segmenter, or a ModuleDict with a domain head too).
         source: draws the batches of one epoch from a generator.
         loss_fn: ``loss_fn(batch, progress)`` with progress = fraction of training done.
-        checkpoint: file rewritten atomically after every epoch; if it exists with the same
-            ``fingerprint_value``, training resumes after its epoch.
-        on_epoch: called with the history so far after each epoch (to write or log metrics).
+        checkpoint: file rewritten atomically after every epoch (by rank 0); if it exists with
+            the same ``fingerprint_value``, training resumes after its epoch (on every rank).
+        on_epoch: called with the history so far after each epoch (to write or log metrics);
+            on rank 0 only.
 
     Returns:
         The statistics of every epoch, resumed ones included.
@@ -112,38 +120,49 @@ def train(
     )
     history: list[EpochStats] = []
     start = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("fingerprint") == fingerprint_value:
-            modules.load_state_dict(state["modules"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            history = [EpochStats(**h) for h in state["history"]]
-            start = state["epoch"]
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    ) as bar:
+    main = distributed.is_main()
+    if checkpoint is not None:
+        distributed.barrier()  # rank 0 may be removing it (--no-resume)
+        if checkpoint.exists():
+            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            if state.get("fingerprint") == fingerprint_value:
+                modules.load_state_dict(state["modules"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                history = [EpochStats(**h) for h in state["history"]]
+                start = state["epoch"]
+        if not distributed.same_on_all_ranks(start):
+            raise RuntimeError(
+                f"checkpoint {checkpoint}: the ranks would resume from different epochs; "
+                "every node must see the checkpoint file rank 0 writes (shared storage)"
+            )
+    with (
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeRemainingColumn(),
+            disable=not (show_progress and main),
+        ) as bar,
+        distributed.data_parallel(modules, loss_fn, device) as step,
+    ):
         task = bar.add_task(description, total=(cfg.epochs - start) * steps, loss=float("nan"))
         for epoch in range(start, cfg.epochs):
             # 1) the epoch's random stream depends only on (seed, epoch): resumable exactly
             gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
             modules.train()
-            t0, total, seen = time.perf_counter(), 0.0, 0
+            t0, total, seen = time.perf_counter(), 0.0, 0.0
             sums: dict[str, float] = {}
             for b, batch in enumerate(source.epoch(gen)):
                 batch = batch.to(device)
-                # 2) one optimisation step
-                loss, parts = loss_fn(batch, (epoch * steps + b) / total_steps)
+                # 2) one optimisation step (on this rank's share of the global batch)
+                loss, parts = step(batch, (epoch * steps + b) / total_steps)
+                n = batch.images.shape[0]
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * distributed.shard_weight(n, batch.global_size)).backward()
                 opt.step()
                 sched.step()
-                n = batch.images.shape[0]
                 total += float(loss.detach()) * n
                 seen += n
                 for k, v in parts.items():
@@ -155,11 +174,19 @@ def train(
                     description=f"{description} {epoch + 1}/{cfg.epochs}",
                 )
             dt = time.perf_counter() - t0
+            # means over the global batches: every rank's sums together
+            total, seen, *part_sums = distributed.all_reduce_sum([total, seen, *sums.values()])
             history.append(
                 EpochStats(
-                    epoch + 1, total / seen, dt, seen / dt, {k: v / seen for k, v in sums.items()}
+                    epoch + 1,
+                    total / seen,
+                    dt,
+                    seen / dt,
+                    {k: v / seen for k, v in zip(sums, part_sums, strict=True)},
                 )
             )
+            if not main:
+                continue
             # 3) checkpoint after every epoch, atomically: a kill loses at most one epoch
             if checkpoint is not None:
                 _save(

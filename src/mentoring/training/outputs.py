@@ -148,7 +148,14 @@ def write_outputs(
     )
     history_writer(results_dir)(history)  # also when a finished run only resumed
     plot_history(history, results_dir / "plots" / "loss.png", f"{name} training loss")
-    metrics = {
+    metrics = training_metrics(name, history, extra)
+    write_json(results_dir / "metrics.json", metrics)
+    return metrics
+
+
+def training_metrics(name: str, history: list[EpochStats], extra: dict[str, Any]) -> dict[str, Any]:
+    """The final training metrics of a history (what ``metrics.json`` holds)."""
+    return {
         "name": name,
         "final_loss": history[-1].loss,
         "final_parts": history[-1].parts,
@@ -157,5 +164,3 @@ def write_outputs(
         "images_per_s": sum(h.images_per_s for h in history) / len(history),
         **extra,
     }
-    write_json(results_dir / "metrics.json", metrics)
-    return metrics

@@ -26,6 +26,7 @@ from mentoring.data.batch import BalancedSource, Batch
 from mentoring.losses import mentoring_loss
 from mentoring.models.domain import DomainSegmenter, domain_loss, grl_coefficient
 from mentoring.models.segmenter import Segmenter
+from mentoring.training import distributed
 from mentoring.training.loop import EpochStats, LossFn, train
 
 
@@ -84,9 +85,11 @@ def strategy_params(strategy: str, cfg: MentoredTrainParams) -> dict[str, Any]:
     loss's weight and ramp without ``dann``) keeps a finished strategy's checkpoint valid when
     they change: ``dvc repro`` after ``train.dann_weight`` changes reruns every ``train@``
     stage (they share one params list), and the strategies without DANN resume at once.
+    ``nproc`` is left out too: any number of processes trains the same model (within float
+    tolerance), so a run resumes with another one.
     """
     flags = parse_strategy(strategy)
-    read = cfg.model_dump(mode="json", exclude={"strategies"})
+    read = cfg.model_dump(mode="json", exclude={"strategies", "nproc"})
     if "omnia" not in flags:
         del read["omnia_epsilon"]
     if "dann" not in flags:
@@ -95,7 +98,12 @@ def strategy_params(strategy: str, cfg: MentoredTrainParams) -> dict[str, Any]:
 
 
 def make_loss(trainee: Trainee, cfg: MentoredTrainParams) -> LossFn:
-    """L = L_S + lambda * L_W (+ w_d * L_D with a domain head), eqs. (3) and (4)."""
+    """L = L_S + lambda * L_W (+ w_d * L_D with a domain head), eqs. (3) and (4).
+
+    Under a process group, L_W is normalised by the annotated entries of the global batch (not
+    of this rank's share, which vary from rank to rank), so the ranks' average is the L_W of
+    the global batch; L_S and L_D are means over equal shares already.
+    """
     seg, head = trainee.segmenter, trainee.domain_head
 
     def loss_fn(batch: Batch, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
@@ -111,6 +119,9 @@ def make_loss(trainee: Trainee, cfg: MentoredTrainParams) -> LossFn:
             batch.annotated[new],
             cfg.lambda_w,
         )
+        if distributed.is_distributed():
+            factor = distributed.global_mean_factor(int(batch.annotated[new].sum()))
+            loss, l_w = l_s + cfg.lambda_w * (l_w * factor), l_w * factor
         parts = {"l_s": float(l_s.detach()), "l_w": float(l_w.detach())}
         if head is not None:
             head.grl.coeff = grl_coefficient(progress, cfg.dann_gamma)
