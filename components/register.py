@@ -43,7 +43,8 @@ def register(
         base_eval = Path(deployed_evaluation.path)
     out = Path(decision.path)
     record = stage.run(
-        adapter.params_from(params),
+        # the strategies are the ones this run trained (the `strategies` parameter)
+        adapter.params_from(params, {"train.strategies": [m.metadata["name"] for m in models]}),
         adapter.manifest_of(root),
         base_train,
         base_eval,

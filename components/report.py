@@ -39,7 +39,8 @@ def report(
         shutil.copy2(m.path, models_dir / f"{m.metadata['name']}.pt")
     out = Path(summary.path)
     stage.run(
-        adapter.params_from(params),
+        # the strategies are the ones this run trained (the `strategies` parameter)
+        adapter.params_from(params, {"train.strategies": [m.metadata["name"] for m in models]}),
         adapter.manifest_of(root),
         Path(deployed_evaluation.path),
         evals,

@@ -13,8 +13,10 @@
 # 5. runs `mentoring line generate` then `mentoring validate` on the tiny line in a bind-mounted
 #    temporary folder, one container per stage as a Kubeflow component would, and checks the
 #    exit codes and outputs;
-# 6. with IMAGE_TEST_DOCKER_API=1: serves the Docker-compatible API (podman system service) and
-#    lists the images with the Python docker SDK.
+# 6. serves the Docker-compatible API (podman system service), lists the images with the Python
+#    docker SDK, and runs the whole retraining pipeline on a tiny line with kfp.local.DockerRunner
+#    (`mentoring kfp run-local --image $IMAGE`): every task in its own container of the image.
+#    IMAGE_TEST_PIPELINE=0 skips both.
 # Prints the time of each step. Afterwards, for podman by hand: source build/podman/env.sh
 #
 # Environment (all optional):
@@ -27,7 +29,7 @@
 #   CA_BUNDLE             CA bundle for pip in the build  [/etc/ssl/certs/ca-certificates.crt]
 #   BUILD_TIMEOUT         seconds for podman build        [1800]
 #   RUN_TIMEOUT           seconds per container           [600]
-#   IMAGE_TEST_DOCKER_API 1: also check the Docker API    [0]
+#   IMAGE_TEST_PIPELINE   0: no Docker API, no pipeline  [1]
 #   PINNED                0: no constraints from .venv   [1]
 #   KEEP_RUN              1: keep the run folder          [0]
 set -euo pipefail
@@ -44,7 +46,7 @@ PODMAN_GRAPHROOT="${PODMAN_GRAPHROOT:-$WORK/storage}"
 CA_BUNDLE="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 BUILD_TIMEOUT="${BUILD_TIMEOUT:-1800}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-600}"
-IMAGE_TEST_DOCKER_API="${IMAGE_TEST_DOCKER_API:-0}"
+IMAGE_TEST_PIPELINE="${IMAGE_TEST_PIPELINE:-${IMAGE_TEST_DOCKER_API:-1}}"
 KEEP_RUN="${KEEP_RUN:-0}"
 PACKAGES=(podman buildah runc debootstrap)
 CONTAINER_PREFIX="mentoring-image-test-$$"
@@ -394,6 +396,29 @@ assert os.environ["IMAGE"] in tags, "built image not listed"
 '
 }
 
+# The retraining pipeline, every task a container of the image (kfp.local.DockerRunner over
+# podman's Docker API; see pipelines/submit.py for the auto-remove workaround), then checks that
+# the champion alias was set in the run's MLflow store.
+pipeline_run() {
+    local py="$REPO/.venv/bin/python" kfp="$RUN_DIR/kfp"
+    mkdir -p "$kfp"
+    (cd "$kfp" && DOCKER_HOST="unix://$WORK/podman.sock" bounded 1500 \
+        "$REPO/.venv/bin/mentoring" kfp run-local --image "$IMAGE" --pipeline retraining \
+        --params "$REPO/params.yaml" --profile tiny --workdir "$kfp/work" \
+        -S train_baseline.epochs=2 -S train.epochs=1 -S mine.threshold=0.01 \
+        -S evaluate.n_examples=2 --param 'strategies=[scratch, transfer+omnia]' \
+        >"$kfp/run.log" 2>&1) || { tail -n 60 "$kfp/run.log" >&2; return 1; }
+    grep -E "finished with status|succeeded in" "$kfp/run.log" | sed 's/\x1b\[[0-9;]*m//g'
+    DB="$kfp/work/outputs/mlflow.db" timeout 120 "$py" -c '
+import os
+from mlflow import MlflowClient
+uri = "sqlite:///" + os.environ["DB"]
+c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+v = c.get_model_version_by_alias("defect-segmenter", "champion")
+print("champion: defect-segmenter version", v.version, "variant", v.tags.get("variant"))
+'
+}
+
 # ------------------------------------------------------------------ main
 step "packages (${PACKAGES[*]})" install_packages
 step "podman configuration" configure_podman
@@ -405,6 +430,7 @@ step "run folder" make_run_dir
 step "container: non-root, imports" check_image
 step "component: mentoring line generate" stage_generate
 step "component: mentoring validate" stage_validate
-if [ "$IMAGE_TEST_DOCKER_API" = 1 ]; then
+if [ "$IMAGE_TEST_PIPELINE" = 1 ]; then
     step "Docker API (podman system service)" docker_api
+    step "pipeline: retraining, DockerRunner" pipeline_run
 fi

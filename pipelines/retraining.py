@@ -26,6 +26,7 @@ from mentoring.components.report import report
 from mentoring.components.start_run import start_run
 from mentoring.components.train import train
 from mentoring.components.train_baseline import train_baseline
+from mentoring.components.train_distributed import train_distributed
 from mentoring.components.validate import validate
 from mentoring.config import Params
 from mentoring.orchestration.adapter import pipeline_value
@@ -123,16 +124,21 @@ def build(params: Params) -> Any:
                 cfg,
             )
             with dsl.ParallelFor(strategies) as strategy:
+                inputs = {
+                    **common,
+                    "strategy": strategy,
+                    "line": line,
+                    "labels": labels.outputs["labels"],
+                    "deployed": deployed,
+                    "store_dir": store,
+                }
                 trained = configure(
-                    train(
-                        **common,
-                        strategy=strategy,
-                        line=line,
-                        labels=labels.outputs["labels"],
-                        deployed=deployed,
-                        store_dir=store,
-                    ),
-                    "train",
+                    train_distributed(
+                        **inputs, num_nodes=cfg.trainjob_nodes, runtime=cfg.trainjob_runtime
+                    )
+                    if cfg.trainer == "trainjob"
+                    else train(**inputs),
+                    "train",  # the GPU settings: on the TrainJob's nodes (passthroughs)
                     cfg,
                 )
                 evaluated = configure(

@@ -112,10 +112,17 @@ def kfp_run_local(
         Path, typer.Option(help="Task outputs (outputs/) and the run workspace (workspace/).")
     ] = Path("results/kfp-local"),
     param: ParamOpt = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Run every task in this container image (kfp's DockerRunner, DOCKER_HOST; "
+            "e.g. localhost/mentoring:dev from `make image-test`) instead of subprocesses."
+        ),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Run a pipeline here with kfp's SubprocessRunner: every task, the strategies in parallel,
+    """Run a pipeline here with kfp's local runner: every task, the strategies in parallel,
     tracked in the local MLflow store (or MLFLOW_TRACKING_URI)."""
     from mentoring.pipelines.submit import run_local
 
@@ -126,5 +133,6 @@ def kfp_run_local(
         workdir,
         param or [],
         log=lambda m: console.print(escape(m), highlight=False),
+        image=image,
     )
     out.print(f"pipeline {pipeline} succeeded in {r.seconds:.0f} s; task outputs in {r.root}")

@@ -325,6 +325,10 @@ class KfpParams(_Section):
     pvc_name: str = "mentoring-data"  # existing PersistentVolumeClaim (store: pvc)
     pvc_mount: str = "/mnt/mentoring"  # its mount path in every task
     gpu: GpuNodes = Field(default_factory=GpuNodes)  # training tasks' nodes
+    trainer: Literal["task", "trainjob"] = "task"  # strategies train in the task's pod, or in a
+    # Kubeflow Trainer TrainJob over several GPU nodes (docs/kubeflow-trainer.md)
+    trainjob_nodes: int = Field(2, ge=1)  # trainer: trainjob, nodes per strategy
+    trainjob_runtime: str = "torch-distributed"  # its ClusterTrainingRuntime
     resources: dict[str, Resources] = Field(
         default_factory=lambda: {
             "default": Resources(),

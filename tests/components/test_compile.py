@@ -211,3 +211,19 @@ def test_component_is_a_thin_adapter(path: Path) -> None:
         body = ast.unparse(fn)
         assert f"from mentoring.stages import {stage} as stage" in body
         assert "stage.run(" in body
+
+
+def test_trainer_trainjob_trains_strategies_on_several_nodes(tmp_path: Path) -> None:
+    """kfp.trainer: trainjob swaps the strategies' training task for `train_distributed` (a
+    Kubeflow Trainer TrainJob) with the GPU settings passed through to the job's nodes."""
+    params = load_params(REPO / "params.yaml", {"kfp.trainer": "trainjob", "kfp.trainjob_nodes": 3})
+    spec, _ = _load(compile_pipeline("retraining", params, tmp_path / "retraining.yaml"))
+    executors = _executors(spec)
+    assert "exec-train-distributed" in executors and "exec-train" not in executors
+    text = (tmp_path / "retraining.yaml").read_text()
+    assert "taskConfigPassthroughs" in text
+    loop = next(
+        c["dag"]["tasks"] for n, c in spec["components"].items() if n.startswith("comp-for-loop")
+    )
+    task = loop["train-distributed"]
+    assert task["inputs"]["parameters"]["num_nodes"]["runtimeValue"]["constant"] == 3
