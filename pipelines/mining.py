@@ -11,28 +11,19 @@ from kfp import dsl
 
 from mentoring.components.fetch_model import fetch_model
 from mentoring.components.finish_run import finish_run
-from mentoring.components.ingest import ingest
 from mentoring.components.mine import mine
-from mentoring.components.start_run import start_run
-from mentoring.components.validate import validate
 from mentoring.config import Params
 from mentoring.orchestration.adapter import pipeline_value
-from mentoring.pipelines.platform import (
-    cache_line,
-    configure,
-    ingest_run_id,
-    pipeline_config,
-    store_dir,
-)
+from mentoring.pipelines.platform import configure, pipeline_config
+from mentoring.pipelines.steps import validated_line
 
 NAME = "mentoring-mining"
 
 
-def build(params: Params) -> Any:
-    """The mining pipeline with ``params`` as the defaults of its parameters."""
-    cfg = params.kfp
-    cache = cache_line(params, cfg)  # here: inside the pipeline, `params` is its parameter
-    defaults = pipeline_value(params)
+def build(settings: Params) -> Any:
+    """The mining pipeline with ``settings`` as the defaults of its parameters."""
+    cfg = settings.kfp
+    defaults = pipeline_value(settings)
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
     @dsl.pipeline(
@@ -59,31 +50,9 @@ def build(params: Params) -> Any:
         """
         finish = configure(finish_run(params=params, kfp_run_id=run_id), "finish_run", cfg)
         with dsl.ExitHandler(finish, name="tracked-run"):
-            start = configure(
-                start_run(
-                    params=params,
-                    kfp_run_id=run_id,
-                    git_commit=git_commit,
-                    pipeline=NAME,
-                    data=dataset_rev,
-                ),
-                "start_run",
-                cfg,
+            line, checked = validated_line(
+                settings, NAME, params, dataset_repo, dataset_rev, git_commit
             )
-            line_task = configure(
-                ingest(
-                    params=params,
-                    store_dir=store_dir(cfg),
-                    kfp_run_id=ingest_run_id(cfg, run_id),
-                    dataset_repo=dataset_repo,
-                    dataset_rev=dataset_rev,
-                ),
-                "ingest",
-                cfg,
-            ).after(start)
-            line_task.set_caching_options(cache)
-            line = line_task.outputs["line"]
-            checked = configure(validate(params=params, line=line), "validate", cfg)
             fetched = configure(
                 fetch_model(params=params, ref=champion_ref), "fetch_model", cfg
             ).after(checked)

@@ -19,33 +19,24 @@ from mentoring.components.evaluate import evaluate
 from mentoring.components.fetch_model import fetch_model
 from mentoring.components.finish_run import finish_run
 from mentoring.components.import_feedback import import_feedback
-from mentoring.components.ingest import ingest
 from mentoring.components.mine import mine
 from mentoring.components.register import register
 from mentoring.components.report import report
-from mentoring.components.start_run import start_run
 from mentoring.components.train import train
 from mentoring.components.train_baseline import train_baseline
 from mentoring.components.train_distributed import train_distributed
-from mentoring.components.validate import validate
 from mentoring.config import Params
 from mentoring.orchestration.adapter import pipeline_value
-from mentoring.pipelines.platform import (
-    cache_line,
-    configure,
-    ingest_run_id,
-    pipeline_config,
-    store_dir,
-)
+from mentoring.pipelines.platform import configure, pipeline_config, store_dir
+from mentoring.pipelines.steps import validated_line
 
 NAME = "mentoring-retraining"
 
 
-def build(params: Params) -> Any:
-    """The retraining pipeline with ``params`` as the defaults of its parameters."""
-    cfg = params.kfp
-    cache = cache_line(params, cfg)  # here: inside the pipeline, `params` is its parameter
-    defaults = pipeline_value(params)
+def build(settings: Params) -> Any:
+    """The retraining pipeline with ``settings`` as the defaults of its parameters."""
+    cfg = settings.kfp
+    defaults = pipeline_value(settings)
     store = store_dir(cfg)
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
@@ -57,7 +48,7 @@ def build(params: Params) -> Any:
     )
     def retraining(
         params: dict = defaults,
-        strategies: list = list(params.train.strategies),  # noqa: B006 (a KFP default)
+        strategies: list = list(settings.train.strategies),  # noqa: B006 (a KFP default)
         dataset_repo: str = "",
         dataset_rev: str = "",
         feedback_dir: str = "",
@@ -74,23 +65,9 @@ def build(params: Params) -> Any:
         finish = configure(finish_run(params=params, kfp_run_id=run_id), "finish_run", cfg)
         with dsl.ExitHandler(finish, name="tracked-run"):
             common = {"params": params, "kfp_run_id": run_id, "git_commit": git_commit}
-            start = configure(
-                start_run(**common, pipeline=NAME, data=dataset_rev), "start_run", cfg
+            line, checked = validated_line(
+                settings, NAME, params, dataset_repo, dataset_rev, git_commit
             )
-            line_task = configure(
-                ingest(
-                    params=params,
-                    store_dir=store,
-                    kfp_run_id=ingest_run_id(cfg, run_id),
-                    dataset_repo=dataset_repo,
-                    dataset_rev=dataset_rev,
-                ),
-                "ingest",
-                cfg,
-            ).after(start)
-            line_task.set_caching_options(cache)
-            line = line_task.outputs["line"]
-            checked = configure(validate(params=params, line=line), "validate", cfg)
             champ = configure(champion(params=params), "champion", cfg).after(checked)
             with dsl.If(champ.output == "", name="first-run"):
                 base = configure(
