@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from mentoring import pipeline_spec as spec
 from mentoring.config import ConfigError, Params, load_params
 from mentoring.data.dataset import ImageError
 from mentoring.data.manifest import ManifestError
@@ -54,11 +55,11 @@ out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameters file.")]
+PARAMS: Path = Path(spec.PARAMS_FILE)
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-S", help="Override a parameter, e.g. -S base.profile=tiny (repeat)."),
 ]
-ManifestOpt = Annotated[Path, typer.Option(help="Line manifest (parquet).")]
 TrackOpt = Annotated[
     bool,
     typer.Option(
@@ -98,6 +99,23 @@ def _params(path: Path, sets: list[str] | None) -> Params:
     return load_params(path, overrides)
 
 
+def _md(text: str) -> str:
+    """Help text for the markdown renderer: ``<strategy>`` shown, not taken for an HTML tag."""
+    return text.replace("<", "\\<").replace(">", "\\>")
+
+
+def path_option(stage: str, role: str, *flags: str) -> Any:
+    """A path option of ``stage``: its default and help come from the stage's declaration
+    (:mod:`mentoring.pipeline_spec`); ``flags`` replace the one typer derives from the name."""
+    s = spec.stage(stage)
+    return typer.Option(s.default(role), *flags, help=_md(s.describe(role)))
+
+
+def _shown(stage: str, role: str, placeholder: str = "strategy") -> str:
+    """A templated default as the help shows it: ``models/<strategy>.pt``."""
+    return str(spec.default(stage, role, strategy=f"<{placeholder}>"))
+
+
 def _bar(description: str) -> Progress:
     return Progress(
         TextColumn(f"[bold]{description}"),
@@ -127,10 +145,6 @@ def _root(
     """Keep a deployed defect-segmentation model accurate while a production line drifts."""
 
 
-DataOpt = Annotated[Path, typer.Option(help="Data root to write line/ and manifests/ in.")]
-LineResultsOpt = Annotated[Path, typer.Option(help="Where metrics.json and the preview go.")]
-
-
 def _line(p: Params, data: Path, results: Path) -> None:
     from mentoring.stages import line
 
@@ -152,33 +166,33 @@ def _line(p: Params, data: Path, results: Path) -> None:
             f"{data / 'quarantine'}/ (report.json lists them all)"
         )
     out.print(
-        f"manifest: {data / 'manifests' / 'line.parquet'}  "
-        f"preview: {results / 'plots' / 'preview.png'}"
+        f"manifest: {spec.relocate('line', 'manifest', 'data', data)}  "
+        f"preview: {spec.relocate('line', 'preview', 'results', results)}"
     )
 
 
-@line_app.command("run")
-@_friendly
-def line_run(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    data: DataOpt = Path("data"),
-    results: LineResultsOpt = Path("results/line"),
-) -> None:
-    """What the pipeline runs: generate or ingest, as line.source says."""
-    _line(_params(params, set_), data, results)
+def _line_command(source: str | None) -> Callable[..., None]:
+    """The ``line run|generate`` commands: ``run`` reads the source from ``line.source``,
+    ``generate`` forces it."""
+
+    def command(
+        params: ParamsOpt = PARAMS,
+        set_: SetOpt = None,
+        data: Path = path_option("line", "data"),
+        results: Path = path_option("line", "results"),
+    ) -> None:
+        forced = [f"line.source={source}"] if source else []
+        _line(_params(params, [*(set_ or []), *forced]), data, results)
+
+    return _friendly(command)
 
 
-@line_app.command("generate")
-@_friendly
-def line_generate(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    data: DataOpt = Path("data"),
-    results: LineResultsOpt = Path("results/line"),
-) -> None:
-    """Render the synthetic line (both domains, every split) of the active profile."""
-    _line(_params(params, [*(set_ or []), "line.source=synthetic"]), data, results)
+line_app.command("run", help="What the pipeline runs: generate or ingest, as line.source says.")(
+    _line_command(None)
+)
+line_app.command(
+    "generate", help="Render the synthetic line (both domains, every split) of the active profile."
+)(_line_command("synthetic"))
 
 
 @line_app.command("ingest")
@@ -188,10 +202,10 @@ def line_ingest(
         Path | None,
         typer.Argument(help="<domain>/<split>/images|masks/ folder [default: line.ingest_dir]."),
     ] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
-    data: DataOpt = Path("data"),
-    results: LineResultsOpt = Path("results/line"),
+    data: Path = path_option("line", "data"),
+    results: Path = path_option("line", "results"),
 ) -> None:
     """Ingest real images (and masks) instead of rendering; unusable files are quarantined."""
     sets = [*(set_ or []), "line.source=folder"]
@@ -203,12 +217,10 @@ def line_ingest(
 @line_app.command("preview")
 @_friendly
 def line_preview(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    out_path: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path(
-        "results/line/plots/preview.png"
-    ),
+    manifest: Path = path_option("line", "manifest"),
+    out_path: Path = path_option("line", "preview", "--out"),
     per_domain: Annotated[int, typer.Option(help="Images per domain.")] = 12,
 ) -> None:
     """Write a contact sheet of both domains with defects outlined per class."""
@@ -222,7 +234,7 @@ def line_preview(
 @app.command("train")
 @_friendly
 def train_cmd(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
     strategy: Annotated[
         str,
@@ -231,30 +243,25 @@ def train_cmd(
             "omnia, healthy, dann, oracle, combined with '+' (e.g. transfer+omnia)."
         ),
     ] = "baseline",
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    model: Annotated[
-        Path | None, typer.Option(help="Model file to write [default: models/<strategy>.pt].")
-    ] = None,
-    results: Annotated[
-        Path | None,
-        typer.Option(
-            help="Metrics and plots folder [default: "
-            "results/train_baseline or results/train/<strategy>]."
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            help="Per-epoch checkpoint, the resume source "
-            "[default: models/checkpoints/<strategy>.pt]."
-        ),
-    ] = None,
-    labels: Annotated[Path, typer.Option(help="Partial labels from `mentoring mentor`.")] = Path(
-        "data/mentor/partial_labels.npz"
+    manifest: Path = path_option("train", "manifest"),
+    model: Path | None = typer.Option(
+        None, help=_md(f"Model file to write [default: {_shown('train', 'model')}].")
     ),
-    baseline: Annotated[Path, typer.Option(help="Baseline model (transfer, omnia).")] = Path(
-        "models/baseline.pt"
+    results: Path | None = typer.Option(
+        None,
+        help=_md(
+            f"Metrics and plots folder [default: {_shown('train_baseline', 'results')} "
+            f"or {_shown('train', 'results')}]."
+        ),
     ),
+    checkpoint: Path | None = typer.Option(
+        None,
+        help=_md(
+            f"Per-epoch checkpoint, the resume source [default: {_shown('train', 'checkpoint')}]."
+        ),
+    ),
+    labels: Path = path_option("train", "labels"),
+    baseline: Path = path_option("train", "baseline"),
     resume: Annotated[bool, typer.Option(help="Resume from a matching checkpoint.")] = True,
     track: TrackOpt = True,
 ) -> None:
@@ -266,11 +273,10 @@ def train_cmd(
     from mentoring.training import distributed
 
     p = _params(params, set_)
-    model = model or Path(f"models/{strategy}.pt")
-    checkpoint = checkpoint or Path(f"models/checkpoints/{strategy}.pt")
-    results = results or Path(
-        "results/train_baseline" if strategy == "baseline" else f"results/train/{strategy}"
-    )
+    stage = spec.stage("train_baseline" if strategy == "baseline" else "train")
+    model = model or stage.default("model", strategy=strategy)
+    checkpoint = checkpoint or stage.default("checkpoint", strategy=strategy)
+    results = results or stage.default("results", strategy=strategy)
     cfg = p.train_baseline if strategy == "baseline" else p.train
     if cfg.nproc > 1 and not distributed.launched():
         distributed.check_launch(cfg.nproc, cfg.batch_size, p.base.device)
@@ -294,13 +300,7 @@ def train_cmd(
         from mentoring.stages import train_baseline
 
         m = train_baseline.run(
-            p,
-            manifest,
-            model,
-            results,
-            checkpoint,
-            show_progress=show,
-            track=track,
+            p, manifest, model, results, checkpoint, show_progress=show, track=track
         )
     else:
         from mentoring.stages import train
@@ -324,25 +324,16 @@ def train_cmd(
         )
 
 
-@app.command("mine")
+@app.command("mine", help=spec.stage("mine").help)
 @_friendly
 def mine_cmd(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    model: Annotated[
-        Path,
-        typer.Option(
-            help="The deployed model that mines: a file, or a registry URI such as "
-            "models:/defect-segmenter@champion."
-        ),
-    ] = Path("models/baseline.pt"),
-    tasks: Annotated[Path, typer.Option(help="Mining tasks to write.")] = Path(
-        "data/mining/tasks.json"
-    ),
-    results: Annotated[Path, typer.Option(help="Metrics folder.")] = Path("results/mine"),
+    manifest: Path = path_option("mine", "manifest"),
+    model: Path = path_option("mine", "model"),
+    tasks: Path = path_option("mine", "tasks"),
+    results: Path = path_option("mine", "results"),
 ) -> None:
-    """Pick the new-domain images with detected areas (or another heuristic) for operators."""
     from mentoring.stages import mine
 
     p = _params(params, set_)
@@ -357,11 +348,6 @@ mentor_app = typer.Typer(
     help="Operator feedback on mined areas -> partial labels.", no_args_is_help=True
 )
 app.add_typer(mentor_app, name="mentor")
-
-TasksOpt = Annotated[Path, typer.Option(help="Mining tasks.")]
-FeedbackOpt = Annotated[Path, typer.Option(help="Folder of feedback files (*.json).")]
-LabelsOpt = Annotated[Path, typer.Option(help="Partial labels to write.")]
-ResultsOpt = Annotated[Path, typer.Option(help="Metrics folder.")]
 
 
 def _mentor(
@@ -396,16 +382,14 @@ def _mentor_command(source: str | None) -> Callable[..., None]:
     from ``mentor.source``, the others force it."""
 
     def command(
-        params: ParamsOpt = Path("params.yaml"),
+        params: ParamsOpt = PARAMS,
         set_: SetOpt = None,
-        manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-        tasks: TasksOpt = Path("data/mining/tasks.json"),
-        feedback: FeedbackOpt = Path("data/feedback"),
-        labels: LabelsOpt = Path("data/mentor/partial_labels.npz"),
-        results: ResultsOpt = Path("results/mentor"),
-        simulated: Annotated[
-            Path, typer.Option(help="Where the simulated operator's feedback file goes.")
-        ] = Path("data/mentor/simulated.json"),
+        manifest: Path = path_option("mentor", "manifest"),
+        tasks: Path = path_option("mentor", "tasks"),
+        feedback: Path = path_option("mentor", "feedback"),
+        labels: Path = path_option("mentor", "labels"),
+        results: Path = path_option("mentor", "results"),
+        simulated: Path = path_option("mentor", "simulated"),
     ) -> None:
         forced = [f"mentor.source={source}"] if source else []
         p = _params(params, [*(set_ or []), *forced])
@@ -430,23 +414,17 @@ mentor_app.command(
 @app.command("evaluate")
 @_friendly
 def evaluate_cmd(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    model: Annotated[
-        Path,
-        typer.Option(
-            help="Model file to evaluate, or a registry URI such as "
-            "models:/defect-segmenter@champion."
+    manifest: Path = path_option("evaluate_baseline", "manifest"),
+    model: Path = path_option("evaluate_baseline", "model"),
+    results: Path | None = typer.Option(
+        None,
+        help=_md(
+            f"Metrics and plots folder [default: {_shown('evaluate_baseline', 'results')} for "
+            f"the baseline, {_shown('evaluate', 'results', 'name')} otherwise]."
         ),
-    ] = Path("models/baseline.pt"),
-    results: Annotated[
-        Path | None,
-        typer.Option(
-            help="Metrics and plots folder [default: results/evaluate_baseline for the "
-            "baseline, results/evaluate/<name> otherwise]."
-        ),
-    ] = None,
+    ),
     name: Annotated[
         str, typer.Option(help="Model name: 'baseline' or its strategy (plots, metrics, MLflow).")
     ] = "baseline",
@@ -456,9 +434,8 @@ def evaluate_cmd(
     from mentoring.stages import evaluate
 
     p = _params(params, set_)
-    results = results or Path(
-        "results/evaluate_baseline" if name == "baseline" else f"results/evaluate/{name}"
-    )
+    stage = "evaluate_baseline" if name == "baseline" else "evaluate"
+    results = results or spec.default(stage, "results", strategy=name)
     m = evaluate.run(p, manifest, model, results, name, track=track)
     table = Table(
         "domain",
@@ -482,17 +459,14 @@ def evaluate_cmd(
     out.print(f"metrics: {results / 'metrics.json'}  plots: {results / 'plots'}/")
 
 
-@app.command("validate")
+@app.command("validate", help=spec.stage("validate").help)
 @_friendly
 def validate_cmd(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    results: Annotated[
-        Path, typer.Option(help="Where manifest.json (full results) and metrics.json go.")
-    ] = Path("results/validate"),
+    manifest: Path = path_option("validate", "manifest"),
+    results: Path = path_option("validate", "results"),
 ) -> None:
-    """Check the line manifest (great-expectations): ids, sizes, checksums, defect rates."""
     from mentoring.stages import validate
 
     p = _params(params, set_)
@@ -503,56 +477,43 @@ def validate_cmd(
     )
 
 
-BaselineEvalOpt = Annotated[Path, typer.Option(help="The baseline's evaluation.")]
-EvaluationsOpt = Annotated[
-    Path, typer.Option(help="Folder of the strategies' evaluations (<strategy>/).")
-]
-
-
-@app.command("report")
-@_friendly
-def report_cmd(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    baseline_eval: BaselineEvalOpt = Path("results/evaluate_baseline"),
-    evaluations: EvaluationsOpt = Path("results/evaluate"),
-    models: Annotated[Path, typer.Option(help="Trained models (for the t-SNE figure).")] = Path(
-        "models"
-    ),
-    out_dir: Annotated[Path, typer.Option("--out", help="table1.json, table1.md, plots.")] = Path(
-        "results/report"
-    ),
-    track: TrackOpt = True,
-) -> None:
-    """Table 1 of this pipeline run: every strategy against the baseline and the oracle."""
-    from mentoring.stages import report
-
-    p = _params(params, set_)
-    report.run(p, manifest, baseline_eval, evaluations, models, out_dir, track=track)
+def _written(out_dir: Path) -> None:
+    """Print Table 1 (plain: a wrapped table is unreadable) and where its files are."""
     typer.echo((out_dir / "table1.md").read_text())
     out.print(f"written: {out_dir / 'table1.json'}, {out_dir / 'table1.md'}, {out_dir / 'plots'}/")
 
 
-@app.command("register")
+@app.command("report", help=spec.stage("report").help)
+@_friendly
+def report_cmd(
+    params: ParamsOpt = PARAMS,
+    set_: SetOpt = None,
+    manifest: Path = path_option("report", "manifest"),
+    baseline_eval: Path = path_option("report", "baseline_eval"),
+    evaluations: Path = path_option("report", "evaluations"),
+    models: Path = path_option("report", "models"),
+    out_dir: Path = path_option("report", "out", "--out"),
+    track: TrackOpt = True,
+) -> None:
+    from mentoring.stages import report
+
+    p = _params(params, set_)
+    report.run(p, manifest, baseline_eval, evaluations, models, out_dir, track=track)
+    _written(out_dir)
+
+
+@app.command("register", help=spec.stage("register").help)
 @_friendly
 def register_cmd(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
-    manifest: ManifestOpt = Path("data/manifests/line.parquet"),
-    baseline_train: Annotated[Path, typer.Option(help="The baseline's training results.")] = Path(
-        "results/train_baseline"
-    ),
-    baseline_eval: BaselineEvalOpt = Path("results/evaluate_baseline"),
-    trainings: Annotated[
-        Path, typer.Option(help="Folder of the strategies' training results (<strategy>/).")
-    ] = Path("results/train"),
-    evaluations: EvaluationsOpt = Path("results/evaluate"),
-    results: Annotated[Path, typer.Option(help="decision.json and metrics.json.")] = Path(
-        "results/register"
-    ),
+    manifest: Path = path_option("register", "manifest"),
+    baseline_train: Path = path_option("register", "baseline_train"),
+    baseline_eval: Path = path_option("register", "baseline_eval"),
+    trainings: Path = path_option("register", "trainings"),
+    evaluations: Path = path_option("register", "evaluations"),
+    results: Path = path_option("register", "results"),
 ) -> None:
-    """Register every trained model; promote the best candidate only if the gate says so."""
     from mentoring.stages import register
 
     p = _params(params, set_)
@@ -584,7 +545,7 @@ def _registry(params: Path, sets: list[str] | None) -> Any:
 
 @registry_app.command("list")
 @_friendly
-def registry_list(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def registry_list(params: ParamsOpt = PARAMS, set_: SetOpt = None) -> None:
     """Every version with its aliases, variant, per-domain mAP and gate decision."""
     reg = _registry(params, set_)
     by_version: dict[str, list[str]] = {}
@@ -618,7 +579,7 @@ def registry_promote(
     version: Annotated[str, typer.Argument(help="The version to make champion.")],
     reason: Annotated[str, typer.Option(help="Why (recorded on the version).")],
     by: Annotated[str | None, typer.Option(help="Who [default: the login name].")] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """Make VERSION the champion by hand (no gate); the old one becomes previous-champion."""
@@ -635,7 +596,7 @@ def registry_promote(
 def registry_rollback(
     reason: Annotated[str, typer.Option(help="Why (recorded on both versions).")],
     by: Annotated[str | None, typer.Option(help="Who [default: the login name].")] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """Give the champion alias back to the previous champion."""
@@ -651,14 +612,14 @@ app.add_typer(experiment_app, name="experiment")
 @experiment_app.command("table1")
 @_friendly
 def table1_cmd(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
     seeds: Annotated[
         int, typer.Option(help="Number of seeds (base.seed, base.seed + 1, ...).")
     ] = 1,
-    data: Annotated[
-        Path, typer.Option(help="Data root (the line is generated if missing).")
-    ] = Path("data"),
+    data: Path = typer.Option(
+        spec.default("line", "data"), help="Data root (the line is generated if missing)."
+    ),
     workdir: Annotated[Path, typer.Option(help="Models and per-variant results.")] = Path(
         "results/table1/work"
     ),
@@ -672,9 +633,9 @@ def table1_cmd(
     from mentoring.stages import line
 
     p = _params(params, set_)
-    manifest = data / "manifests" / "line.parquet"
+    manifest = spec.relocate("line", "manifest", "data", data)
     if not manifest.exists():
-        line.run(p, data, Path("results/line"))
+        line.run(p, data, spec.default("line", "results"))
     per_seed = {}
     for k in range(seeds):
         ps = p.model_copy(update={"base": p.base.model_copy(update={"seed": p.base.seed + k})})
@@ -696,8 +657,7 @@ def table1_cmd(
         else None
     )
     report(per_seed, out_dir, sep)
-    typer.echo((out_dir / "table1.md").read_text())  # plain: a wrapped table is unreadable
-    out.print(f"written: {out_dir / 'table1.json'}, {out_dir / 'table1.md'}, {out_dir / 'plots'}/")
+    _written(out_dir)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mentoring.cli import ParamsOpt, SetOpt, _friendly, _params, console, out
+from mentoring.cli import PARAMS, ParamsOpt, SetOpt, _friendly, _params, console, out
 
 kfp_app = typer.Typer(
     help="Kubeflow Pipelines: compile the retraining and mining pipelines, run or schedule them "
@@ -48,7 +48,7 @@ def kfp_compile(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder of the YAML.")] = Path(
         "pipelines/compiled"
     ),
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """Compile both pipelines to YAML, with params.yaml's values as their defaults."""
@@ -66,7 +66,7 @@ def kfp_run(
     param: ParamOpt = None,
     run_name: Annotated[str | None, typer.Option(help="Run name in the UI.")] = None,
     namespace: NamespaceOpt = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """Start a run on a Kubeflow Pipelines host (a branch dataset_rev is resolved to its sha)."""
@@ -88,7 +88,7 @@ def kfp_schedule(
     version: Annotated[str | None, typer.Option(help="Pipeline version name.")] = None,
     param: ParamOpt = None,
     namespace: NamespaceOpt = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """Upload a new pipeline version and run it on a schedule (max 1 at a time, no catch-up)."""
@@ -119,7 +119,7 @@ def kfp_run_local(
             "e.g. localhost/mentoring:dev from `make image-test`) instead of subprocesses."
         ),
     ] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """Run a pipeline here with kfp's local runner: every task, the strategies in parallel,
