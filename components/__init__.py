@@ -7,5 +7,8 @@ imports inside the body, so that ``pipelines/`` compile without torch. No file o
 holds logic: parsing params, laying out artifacts and calling the stage, nothing else.
 """
 
-#: the default image of every component; pipelines set ``kfp.image`` / ``kfp.gpu_image`` per task
-IMAGE = "ghcr.io/mentoring/mentoring:0.1.0"
+from mentoring.config import KfpParams
+
+#: the default image of every component (``kfp.image``'s default); pipelines set ``kfp.image`` /
+#: ``kfp.gpu_image`` from params.yaml per task
+IMAGE = KfpParams().image

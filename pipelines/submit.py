@@ -13,11 +13,10 @@
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -373,13 +372,3 @@ def run_local(
     seconds = time.perf_counter() - start
     log(f"pipeline {name!r} finished in {seconds:.0f} s")
     return LocalRun(name, outputs, seconds, result)
-
-
-def describe(args: Mapping[str, Any]) -> str:
-    """The arguments of a run, for logs (the params dict summarised by its sha256)."""
-    import hashlib
-
-    shown = {k: v for k, v in args.items() if k != "params"}
-    text = json.dumps(args.get("params", {}), sort_keys=True).encode()
-    shown["params_sha256"] = hashlib.sha256(text).hexdigest()[:12]
-    return json.dumps(shown, sort_keys=True)
