@@ -154,3 +154,30 @@ def test_failed_task_marks_parent_run_failed(retrained: tuple[Params, Path]) -> 
     (failed,) = [r for r in _pipeline_runs(params) if r.info.run_id not in before]
     assert failed.info.status == "FAILED"
     assert failed.data.tags["kfp_pipeline"] == "mentoring-mining"
+
+
+@pytest.mark.slow  # another pipeline run (about 2 minutes): CI runs it after `make test`
+def test_second_run_starts_from_the_champion(retrained: tuple[Params, Path]) -> None:
+    """The weekly run: a champion exists, so no baseline is trained; the champion is fetched
+    from the registry, mines and is what transfer starts from; only the strategies are
+    registered, and the gate compares them with it."""
+    params, root = retrained
+    client = _client(params)
+    name = params.tracking.registered_model
+    champion = client.get_model_version_by_alias(name, "champion")
+    run = submit.run_local("retraining", params, root.parent / "second", ["strategies=[transfer]"])
+    (folder,) = [p for p in run.root.iterdir() if p.is_dir()]
+    tasks = {p.name for p in folder.iterdir()}
+    assert {"champion", "fetch-model", "mine", "register"} <= tasks
+    assert "train-baseline" not in tasks  # the Else branch ran, not the first-run one
+    fetched = json.loads((folder / "fetch-model" / "executor_output.json").read_text())
+    assert fetched["artifacts"]["model"]["artifacts"][0]["metadata"]["version"] == str(
+        champion.version
+    )
+    decision = json.loads((folder / "register" / "decision" / "decision.json").read_text())
+    assert decision["first_model"] is None
+    assert [r["variant"] for r in decision["registered"]] == ["transfer"]
+    assert decision["champion"]["version"] == str(champion.version)
+    assert decision["decision"] in ("promoted", "refused") and decision["reasons"]
+    latest = max(_pipeline_runs(params), key=lambda r: r.info.start_time)
+    assert latest.info.status == "FINISHED"
