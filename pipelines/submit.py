@@ -136,6 +136,14 @@ def resolve_dataset(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def run_arguments(name: str, params: Params, sets: list[str]) -> dict[str, Any]:
+    """The arguments of a run: :func:`arguments`, the dataset revision resolved to its sha, and
+    this checkout's commit as ``git_commit`` unless given."""
+    args = resolve_dataset(arguments(name, params, sets))
+    args.setdefault("git_commit", head_commit())
+    return args
+
+
 def head_commit() -> str:
     """This checkout's commit (``-dirty`` when modified), for the runs' lineage."""
     from mentoring.tracking import git_commit
@@ -159,8 +167,7 @@ def submit(
     namespace: str | None = None,
 ) -> dict[str, str]:
     """Compile pipeline ``name`` and start a run of it on ``host``; returns run id and URL."""
-    args = resolve_dataset(arguments(name, params, sets))
-    args.setdefault("git_commit", head_commit())
+    args = run_arguments(name, params, sets)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(name, params, Path(tmp) / f"{name}.yaml")
         result = client(host, namespace).create_run_from_pipeline_package(
@@ -188,8 +195,7 @@ def schedule(
     cron = cron or (params.kfp.retraining_cron if name == "retraining" else params.kfp.mining_cron)
     if len(cron.split()) != 6:
         raise ValueError(f"cron {cron!r}: Kubeflow expects 6 fields, seconds first")
-    args = resolve_dataset(arguments(name, params, sets))
-    args.setdefault("git_commit", head_commit())
+    args = run_arguments(name, params, sets)
     version = version or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     kfp_client = client(host, namespace)
     pipeline_name = f"mentoring-{name}"
@@ -341,7 +347,7 @@ def run_local(
     """
     from kfp import local
 
-    args = resolve_dataset(arguments(name, params, sets or []))
+    args = run_arguments(name, params, sets or [])
     data = args["params"]
     uri = data["tracking"]["uri"]
     outputs = (workdir / "outputs").resolve()
@@ -354,7 +360,6 @@ def run_local(
     if image:  # one local image for every task, and no GPU
         data["kfp"]["image"] = data["kfp"]["gpu_image"] = image
         data["kfp"]["gpu"]["count"] = 0
-    args.setdefault("git_commit", head_commit())
     outputs.mkdir(parents=True, exist_ok=True)
     runner: Any = (
         local.DockerRunner(user="root") if image else local.SubprocessRunner(use_venv=False)
