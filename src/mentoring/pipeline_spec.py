@@ -34,6 +34,15 @@ BASELINE_TRAINING = "results/train_baseline"
 BASELINE_EVALUATION = "results/evaluate_baseline"
 
 #: the params keys of both evaluate stages (``&evaluate_params`` in dvc.yaml)
+#: what both training stages read before their own section (dvc.yaml lists them in this order)
+TRAINING_PARAMS = (
+    "base",
+    "line.classes",
+    "line.channels",
+    "line.image_size",
+    "line.cell_min_coverage",
+    "model",
+)
 EVALUATE_PARAMS = (
     "base",
     "line.classes",
@@ -138,16 +147,7 @@ _STAGES = (
     ),
     StageSpec(
         "train_baseline",
-        params=(
-            "base",
-            "line.classes",
-            "line.channels",
-            "line.image_size",
-            "line.cell_min_coverage",
-            "model",
-            "train_baseline",
-            "tracking",
-        ),
+        params=(*TRAINING_PARAMS, "train_baseline", "tracking"),
         inputs={"manifest": MANIFEST},
         outputs={"model": BASELINE_MODEL, "results": BASELINE_TRAINING},
         state={"checkpoint": CHECKPOINT.format(strategy="baseline")},
@@ -197,12 +197,7 @@ _STAGES = (
     StageSpec(
         "train",
         params=(
-            "base",
-            "line.classes",
-            "line.channels",
-            "line.image_size",
-            "line.cell_min_coverage",
-            "model",
+            *TRAINING_PARAMS,
             "evaluate.batch_size",
             "train.epochs",
             "train.batch_size",

@@ -195,9 +195,7 @@ class Tracker:
             or hashlib.sha256(json.dumps(lineage, sort_keys=True).encode()).hexdigest()[:16]
         )
         lineage[TAG_PIPELINE] = key
-        found = client.search_runs(
-            [exp_id], f"tags.{TAG_PIPELINE} = '{key}' and tags.{TAG_KIND} = 'pipeline'"
-        )
+        found = _pipeline_runs(client, exp_id, key)
         if found:
             parent = found[0].info.run_id
         else:
@@ -356,6 +354,14 @@ def _store(params: Params) -> tuple[str, MlflowClient, str]:
     return uri, client, exp_id
 
 
+def _pipeline_runs(client: MlflowClient, exp_id: str, key: str) -> list[Any]:
+    """The parent run(s) of pipeline run ``key`` (one at most, by construction)."""
+    runs: list[Any] = client.search_runs(
+        [exp_id], f"tags.{TAG_PIPELINE} = '{key}' and tags.{TAG_KIND} = 'pipeline'"
+    )
+    return runs
+
+
 def open_pipeline_run(params: Params, key: str, tags: Mapping[str, Any]) -> str:
     """The parent run of pipeline run ``key`` (a Kubeflow run id), RUNNING, with ``tags``.
 
@@ -364,9 +370,7 @@ def open_pipeline_run(params: Params, key: str, tags: Mapping[str, Any]) -> str:
     the same run.
     """
     _, client, exp_id = _store(params)
-    found = client.search_runs(
-        [exp_id], f"tags.{TAG_PIPELINE} = '{key}' and tags.{TAG_KIND} = 'pipeline'"
-    )
+    found = _pipeline_runs(client, exp_id, key)
     all_tags = {
         "git_commit": git_commit(),
         "params_sha256": params_sha256(params),
@@ -391,9 +395,7 @@ def close_pipeline_run(params: Params, key: str, status: str) -> str:
     Returns the run id. Raises :class:`TrackingError` when the run does not exist.
     """
     _, client, exp_id = _store(params)
-    found = client.search_runs(
-        [exp_id], f"tags.{TAG_PIPELINE} = '{key}' and tags.{TAG_KIND} = 'pipeline'"
-    )
+    found = _pipeline_runs(client, exp_id, key)
     if not found:
         raise TrackingError(f"no pipeline run with {TAG_PIPELINE} {key!r} to close")
     run_id = str(found[0].info.run_id)
