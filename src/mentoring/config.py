@@ -109,14 +109,35 @@ class DvcSource(_Section):
         return self
 
 
+class S3Source(_Section):
+    """``line.source: s3`` (and ``mentoring ingest s3://...``): where and how to read S3.
+
+    Credentials are never here: boto3's standard chain (env vars, profile, instance role).
+    """
+
+    uri: str = ""  # s3://bucket/prefix holding <domain>/<split>/images|masks/ (source: s3)
+    endpoint_url: str = ""  # any S3-compatible store; "" = AWS or $AWS_ENDPOINT_URL_S3
+    concurrency: int = Field(8, ge=1, le=128)  # objects fetched in parallel
+    max_attempts: int = Field(8, ge=1, le=30)  # botocore adaptive-mode attempts per request
+
+    @model_validator(mode="after")
+    def _s3_uri(self) -> S3Source:
+        if self.uri and not self.uri.startswith("s3://"):
+            raise ValueError(f"line.s3.uri {self.uri!r} must start with s3://")
+        return self
+
+
 class LineParams(_Section):
-    source: Literal["synthetic", "folder", "dvc"] = "synthetic"  # generate, ingest, or read DVC
-    ingest_dir: str = "data/ingest"  # source: folder -> <domain>/<split>/images|masks/*.png
+    source: Literal["synthetic", "folder", "s3", "dvc"] = "synthetic"  # generate, ingest, DVC
+    ingest_dir: str = "data/ingest"  # source: folder -> <domain>/<split>/images|masks/*
+    s3: S3Source = Field(default_factory=S3Source)  # source: s3 -> the same layout in a bucket
+    resize: Literal["resize", "tile", "pad"] = "resize"  # ingested images -> image_size (data/images.py)
     dvc: DvcSource = Field(default_factory=DvcSource)  # source: dvc -> repository, revision, path
     seed: int = 0  # which synthetic line: the data set's seed, apart from training's base.seed
     image_size: int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride
     channels: Literal[1, 3] = 1  # 1 = grayscale camera, 3 = RGB
-    classes: tuple[str, ...] = DEFECT_CLASSES  # defect classes, in output-channel order
+    classes: tuple[str, ...] = DEFECT_CLASSES  # defect classes, in output-channel order (any
+    # names for ingested data; the synthetic generator draws only the names of DEFECT_CLASSES)
     part_refs: tuple[str, ...] = PART_REFS  # part references made on the line
     defect_rate: float = Field(0.25, ge=0, le=1)  # fraction of parts with >= 1 defect
     max_defects: int = Field(3, ge=1)  # most defects on one part
@@ -135,12 +156,30 @@ class LineParams(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> LineParams:
-        unknown = sorted(set(self.classes) - set(DEFECT_CLASSES))
-        if unknown:
-            raise ValueError(f"unknown defect class(es) {unknown}; known: {list(DEFECT_CLASSES)}")
-        unknown = sorted(set(self.part_refs) - set(PART_REFS))
-        if unknown:
-            raise ValueError(f"unknown part reference(s) {unknown}; known: {list(PART_REFS)}")
+        if not self.classes:
+            raise ValueError("line.classes is empty: name at least one defect class")
+        dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        bad = [c for c in self.classes if not c.strip() or c != c.strip() or "/" in c]
+        if dup or bad:
+            raise ValueError(
+                f"line.classes: duplicate {dup} or blank/padded/'/'-containing {bad} class names"
+            )
+        if self.source == "synthetic":
+            unknown = sorted(set(self.classes) - set(DEFECT_CLASSES))
+            if unknown:
+                raise ValueError(
+                    f"line.source is synthetic and the generator cannot draw class(es) {unknown}; "
+                    f"it draws {list(DEFECT_CLASSES)} (any names are allowed for ingested data: "
+                    "line.source folder, s3 or dvc)"
+                )
+            unknown = sorted(set(self.part_refs) - set(PART_REFS))
+            if unknown:
+                raise ValueError(f"unknown part reference(s) {unknown}; known: {list(PART_REFS)}")
+        if self.source == "s3" and not self.s3.uri:
+            raise ValueError(
+                "line.source is 's3' but line.s3.uri is empty: set s3://bucket/prefix "
+                "(e.g. -S line.s3.uri=s3://plant-images/line-3)"
+            )
         missing = {"original", "new"} - set(self.setups)
         if missing:
             raise ValueError(f"setups must define the domains {sorted(missing)}")

@@ -5,6 +5,13 @@ data root, the folder that holds ``line/`` and ``manifests/``), ``domain``, ``sp
 ``part_ref``, ``width``, ``height``, ``channels``, ``sha256`` (of the image file),
 ``defect_classes`` (comma-separated classes present in the pixel mask, "" when healthy),
 ``n_defects`` and ``n_nuisances`` (what the generator drew; 0 for ingested data).
+
+Ingested rows also say where the image came from (:data:`OPTIONAL_COLUMNS`, filled with their
+defaults for a manifest written before they existed): ``source_uri`` and ``etag`` (the object
+read: local path or ``s3://...``, and its ETag), ``source_sha256`` (of the original bytes),
+``orig_width``/``orig_height`` (the camera image's size), ``mapping`` (JSON of
+:class:`mentoring.data.images.Mapping`: stored pixels -> original pixels; "" = identity),
+``camera``, ``acquired_at`` and ``sidecar`` (the optional sidecar JSON, as JSON text).
 """
 
 from __future__ import annotations
@@ -31,6 +38,32 @@ COLUMNS: tuple[str, ...] = (
     "n_nuisances",
 )
 
+#: column -> default for manifests that predate it (synthetic data: identity, no source)
+OPTIONAL_COLUMNS: dict[str, object] = {
+    "source_uri": "",
+    "etag": "",
+    "source_sha256": "",
+    "orig_width": -1,  # -1: same as width
+    "orig_height": -1,
+    "mapping": "",
+    "camera": "",
+    "acquired_at": "",
+    "sidecar": "",
+}
+
+
+def with_optional_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every optional column present (defaults; orig size = stored size)."""
+    df = df.copy()
+    for col, default in OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = default
+    for orig, size in (("orig_width", "width"), ("orig_height", "height")):
+        df[orig] = df[orig].astype("int64")
+        unknown = df[orig] < 0
+        df.loc[unknown, orig] = df.loc[unknown, size].astype("int64")
+    return df
+
 
 class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the manifest and the rows/files."""
@@ -46,7 +79,7 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(f"{path}: manifest lacks columns {missing}")
-    df = df.sort_values("image_id").reset_index(drop=True)
+    df = with_optional_columns(df).sort_values("image_id").reset_index(drop=True)
     write_with(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
@@ -63,6 +96,7 @@ def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
     missing_cols = [c for c in COLUMNS if c not in df.columns]
     if missing_cols:
         raise ManifestError(f"{path}: manifest lacks columns {missing_cols}")
+    df = with_optional_columns(df)
     if check_files:
         root = data_root(path)
         missing = [

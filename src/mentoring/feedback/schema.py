@@ -56,6 +56,8 @@ class TaskArea(_Strict):
     cells: list[tuple[int, int]]  # (row, col) grid cells
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, exclusive end
     score: float
+    # the same box in the original (camera) image's pixels; None when stored = original
+    orig_bbox: tuple[int, int, int, int] | None = None
 
 
 class TaskImage(_Strict):
@@ -63,6 +65,8 @@ class TaskImage(_Strict):
     path: str  # relative to the data root
     score: float  # the mining heuristic's score
     areas: list[TaskArea]
+    orig_size: tuple[int, int] | None = None  # (width, height) of the original image, if ingested
+    source_uri: str = ""  # where the original image was read (local path or s3://...), if ingested
 
 
 class MiningTasks(_Strict):

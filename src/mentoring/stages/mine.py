@@ -13,6 +13,7 @@ from typing import Any
 
 from mentoring.config import Params
 from mentoring.data.dataset import load_images
+from mentoring.data.images import Mapping
 from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.evaluation import predict
 from mentoring.feedback.schema import MiningTasks, TaskArea, TaskImage, dump
@@ -45,9 +46,13 @@ def run(
     scores = heuristic.score(probs)  # once: for the ranking and the tasks' scores
     picked = rank(scores, cfg.budget, params.base.seed, list(df["image_id"]))
     ids, paths = list(df["image_id"]), list(df["path"])
+    rows = df.reset_index(drop=True)
     task_images = []
     for i in picked:
         areas = extract_areas(probs[i], classes, cfg.threshold, params.model.stride, ids[i])
+        row = rows.iloc[i]
+        mapping = Mapping.from_json(str(row["mapping"]), int(row["width"]), int(row["height"]))
+        ingested = bool(row["mapping"])
         task_images.append(
             TaskImage(
                 image_id=ids[i],
@@ -60,9 +65,12 @@ def run(
                         cells=list(a.cells),
                         bbox=a.bbox,
                         score=a.score,
+                        orig_bbox=mapping.to_original(a.bbox) if ingested else None,
                     )
                     for a in areas
                 ],
+                orig_size=(mapping.orig_width, mapping.orig_height) if ingested else None,
+                source_uri=str(row["source_uri"]),
             )
         )
     tasks = MiningTasks(

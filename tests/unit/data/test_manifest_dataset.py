@@ -14,6 +14,7 @@ from mentoring.data.cells import mask_to_cells
 from mentoring.data.dataset import CellDataset, ImageError, load_split, read_image, read_mask
 from mentoring.data.manifest import (
     COLUMNS,
+    OPTIONAL_COLUMNS,
     ManifestError,
     data_root,
     read_manifest,
@@ -76,7 +77,9 @@ def line(tmp_path: Path) -> Path:
 # -- manifest -------------------------------------------------------------------------------------
 def test_read_manifest_round_trip(line: Path) -> None:
     df = read_manifest(line)
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == list(COLUMNS) + list(OPTIONAL_COLUMNS)
+    # a row without a mapping is stored 1:1: its original size is its size
+    assert (df["orig_width"] == df["width"]).all() and (df["mapping"] == "").all()
     assert len(df) == 5
     assert list(df["image_id"]) == sorted(df["image_id"])
     assert data_root(line) == line.parent.parent.resolve()

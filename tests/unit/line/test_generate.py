@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mentoring.config import Params, parse_params
-from mentoring.data.manifest import COLUMNS, data_root, read_manifest
+from mentoring.data.manifest import COLUMNS, OPTIONAL_COLUMNS, data_root, read_manifest
 from mentoring.line.generate import SPLITS, generate_line
 
 
@@ -42,7 +42,7 @@ def test_manifest_location_and_columns(line_one) -> None:
     _, manifest, df = line_one
     assert manifest.name == "line.parquet"
     assert manifest.parent.name == "manifests"
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == list(COLUMNS) + list(OPTIONAL_COLUMNS)
 
 
 def test_image_ids_unique_and_sorted(line_one) -> None:

@@ -1,0 +1,261 @@
+"""One storage layer for images and JSON: a local folder or an S3 prefix, behind one interface.
+
+A *store* is opened from a location: a local path (``data/ingest``) or ``s3://bucket/prefix``.
+Keys are ``/``-separated paths relative to that location. S3 goes through boto3, so any
+S3-compatible store works through ``endpoint_url`` (MinIO, Ceph, moto on loopback); when
+``endpoint_url`` is not given, boto3's own ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` apply.
+**Credentials come only from the standard AWS chain** (environment variables, the shared
+profile, the instance or pod role): nothing here accepts a key.
+
+Retries use botocore's retry configuration in ``adaptive`` mode (exponential backoff with
+client-side rate limiting on throttling); a local write is atomic (temp file, then rename).
+
+Example:
+    >>> store = open_store("s3://plant-images/line-3", endpoint_url="http://127.0.0.1:9000")
+    >>> for obj in store.list("new/pool/images/"):      # doctest: +SKIP
+    ...     data = store.read_bytes(obj.key)
+    >>> open_store("data/ingest").read_json("new/pool/images/p1.json")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from mentoring.io import write_bytes
+
+#: botocore retry attempts (first try included) unless the caller says otherwise
+DEFAULT_MAX_ATTEMPTS = 8
+
+
+class StorageError(OSError):
+    """A location or object that cannot be read or written; the message names it."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object. ``etag`` is S3's ETag (quotes stripped); locally, size + mtime."""
+
+    key: str
+    size: int
+    etag: str
+
+
+class Store(Protocol):
+    """What the stages need from a storage location."""
+
+    def uri(self, key: str = "") -> str: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def read_json(self, key: str) -> Any: ...
+
+    def write_json(self, key: str, obj: Any) -> None: ...
+
+
+def _check_key(key: str, where: str) -> str:
+    parts = key.split("/")
+    if key.startswith("/") or ".." in parts:
+        raise StorageError(f"{where}: key {key!r} must be relative and stay inside the store")
+    return key
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _parse_json(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StorageError(f"{where}: not valid JSON ({exc})") from None
+
+
+class LocalStore:
+    """A folder on local disk. Listing walks it in sorted order; hidden files are skipped."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def uri(self, key: str = "") -> str:
+        return str(self.root / key) if key else str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key, str(self.root))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root / prefix if prefix and prefix.endswith("/") else self.root
+        if not self.root.is_dir():
+            raise StorageError(f"{self.root}: folder not found")
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if prefix and not key.startswith(prefix):
+                    continue
+                st = path.stat()
+                yield ObjectInfo(key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}")
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{self.uri(key)}: not found") from None
+        except IsADirectoryError:
+            raise StorageError(f"{self.uri(key)}: is a folder, not a file") from None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        write_bytes(self._path(key), data)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def read_json(self, key: str) -> Any:
+        return _parse_json(self.read_bytes(key), self.uri(key))
+
+    def write_json(self, key: str, obj: Any) -> None:
+        self.write_bytes(key, _json_bytes(obj))
+
+
+def s3_client(
+    endpoint_url: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_pool_connections: int = 16,
+) -> Any:
+    """A boto3 S3 client: credentials from the standard chain, adaptive retries.
+
+    ``endpoint_url`` (or boto3's ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when None) points
+    it at any S3-compatible store.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+class S3Store:
+    """``s3://bucket/prefix`` through boto3. Keys are relative to the prefix."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client if client is not None else s3_client()
+
+    def uri(self, key: str = "") -> str:
+        full = self._key(key) if key else self.prefix
+        return f"s3://{self.bucket}/{full}" if full else f"s3://{self.bucket}"
+
+    def _key(self, key: str) -> str:
+        _check_key(key, self.uri())
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, key: str) -> StorageError:
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return StorageError(f"{self.uri(key)}: not found")
+            if code == "NoSuchBucket":
+                return StorageError(f"{self.uri(key)}: bucket {self.bucket!r} does not exist")
+            return StorageError(f"{self.uri(key)}: S3 error {code} ({exc})")
+        return StorageError(f"{self.uri(key)}: {type(exc).__name__}: {exc}")
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` (relative), with a paginator: any number of objects."""
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][strip:]
+                    if not key or key.endswith("/"):
+                        continue  # folder markers
+                    yield ObjectInfo(key, int(obj["Size"]), str(obj["ETag"]).strip('"'))
+        except Exception as exc:
+            raise self._error(exc, prefix) from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return bytes(body.read())
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """One PUT: S3 makes an object visible only once it is complete (atomic)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error(exc, key) from exc
+
+    def read_json(self, key: str) -> Any:
+        return _parse_json(self.read_bytes(key), self.uri(key))
+
+    def write_json(self, key: str, obj: Any) -> None:
+        self.write_bytes(key, _json_bytes(obj))
+
+
+def is_s3(location: str | Path) -> bool:
+    return str(location).startswith("s3://")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> (``bucket``, ``a/b``); a bad URI is a :class:`StorageError`."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StorageError(f"{uri!r} is not an S3 URI (s3://bucket/prefix)")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def open_store(
+    location: str | Path,
+    endpoint_url: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_pool_connections: int = 16,
+) -> LocalStore | S3Store:
+    """The store at ``location``: ``s3://bucket/prefix`` or a local folder."""
+    if is_s3(location):
+        bucket, prefix = split_s3_uri(str(location))
+        client = s3_client(endpoint_url, max_attempts, max_pool_connections)
+        return S3Store(bucket, prefix, client)
+    return LocalStore(location)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
