@@ -131,7 +131,7 @@ class LineParams(_Section):
     source: Literal["synthetic", "folder", "s3", "dvc"] = "synthetic"  # generate, ingest, DVC
     ingest_dir: str = "data/ingest"  # source: folder -> <domain>/<split>/images|masks/*
     s3: S3Source = Field(default_factory=S3Source)  # source: s3 -> the same layout in a bucket
-    resize: Literal["resize", "tile", "pad"] = "resize"  # ingested images -> image_size (data/images.py)
+    resize: Literal["resize", "tile", "pad"] = "resize"  # ingested images -> image_size
     dvc: DvcSource = Field(default_factory=DvcSource)  # source: dvc -> repository, revision, path
     seed: int = 0  # which synthetic line: the data set's seed, apart from training's base.seed
     image_size: int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride

@@ -84,7 +84,8 @@ def _open(data: bytes, name: str, what: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise BadFile("not_an_image", f"{name}: not an image ({what} format not recognised)") from None
+        reason = f"{name}: not an image ({what} format not recognised)"
+        raise BadFile("not_an_image", reason) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise BadFile("corrupt", f"{name}: cannot read {what} header ({exc})") from None
     suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
@@ -216,7 +217,8 @@ def _resize(arr: np.ndarray, w: int, h: int, nearest: bool) -> np.ndarray:
     if arr.shape[1] == w and arr.shape[0] == h:
         return arr
     method = Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS
-    return np.asarray(Image.fromarray(arr).resize((w, h), method, reducing_gap=None if nearest else 3.0))
+    gap = None if nearest else 3.0
+    return np.asarray(Image.fromarray(arr).resize((w, h), method, reducing_gap=gap))
 
 
 def _pad_to(arr: np.ndarray, size: int, x: int, y: int) -> np.ndarray:

@@ -59,9 +59,8 @@ def with_optional_columns(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = default
     for orig, size in (("orig_width", "width"), ("orig_height", "height")):
-        df[orig] = df[orig].astype("int64")
-        unknown = df[orig] < 0
-        df.loc[unknown, orig] = df.loc[unknown, size].astype("int64")
+        values = df[orig].astype("int64")
+        df[orig] = values.where(values >= 0, df[size].astype("int64"))
     return df
 
 
