@@ -57,7 +57,7 @@ def with_optional_columns(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for col, default in OPTIONAL_COLUMNS.items():
         if col not in df.columns:
-            df[col] = default
+            df[col] = [default] * len(df)
     for orig, size in (("orig_width", "width"), ("orig_height", "height")):
         values = df[orig].astype("int64")
         df[orig] = values.where(values >= 0, df[size].astype("int64"))
