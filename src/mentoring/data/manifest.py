@@ -39,7 +39,7 @@ COLUMNS: tuple[str, ...] = (
 )
 
 #: column -> default for manifests that predate it (synthetic data: identity, no source)
-OPTIONAL_COLUMNS: dict[str, object] = {
+OPTIONAL_COLUMNS: dict[str, str | int] = {
     "source_uri": "",
     "etag": "",
     "source_sha256": "",
@@ -57,7 +57,7 @@ def with_optional_columns(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for col, default in OPTIONAL_COLUMNS.items():
         if col not in df.columns:
-            df[col] = [default] * len(df)
+            df[col] = pd.Series([default] * len(df), index=df.index)
     for orig, size in (("orig_width", "width"), ("orig_height", "height")):
         values = df[orig].astype("int64")
         df[orig] = values.where(values >= 0, df[size].astype("int64"))
