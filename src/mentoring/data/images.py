@@ -192,6 +192,24 @@ class Mapping:
 
         return cx(x0), cy(y0), cx(x1), cy(y1)
 
+    def from_original(
+        self, bbox: tuple[float, float, float, float], size: int
+    ) -> tuple[int, int, int, int]:
+        """A box in original pixels -> the same box in stored pixels, clipped to [0, size].
+
+        The inverse of :meth:`to_original` (a box outside this piece, e.g. another tile's,
+        comes back empty: x0 == x1 or y0 == y1).
+        """
+        x0, y0, x1, y1 = bbox
+
+        def sx(v: float) -> int:
+            return int(min(max(round((v - self.offset_x) / self.scale_x), 0), size))
+
+        def sy(v: float) -> int:
+            return int(min(max(round((v - self.offset_y) / self.scale_y), 0), size))
+
+        return sx(x0), sy(y0), sx(x1), sy(y1)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
