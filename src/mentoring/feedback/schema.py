@@ -17,11 +17,21 @@ A feedback file (``data/feedback/*.json``, from the web interface or the simulat
      "items": [{"image_id": "new-pool-000012", "operator": "op-7",
                 "timestamp": "2026-11-24T10:00:00Z", "healthy": null,
                 "areas": [{"area_id": "new-pool-000012/stain/0", "verdict": "healthy",
-                           "corrected_class": null}]}]}
+                           "corrected_class": null}],
+                "drawn": [{"area_id": "labelstudio/Xy3k9aBcDe", "class": "scratch",
+                           "bbox": [40, 8, 64, 20]}]}]}
 
 ``verdict`` is ``defect`` (the operator confirms the area) or ``healthy`` (infirms it);
 ``corrected_class`` optionally names the right class of a confirmed area; ``healthy: true`` flags
 the whole image healthy (healthy knowledge).
+
+``drawn`` (optional, schema version 1 still) lists the areas the operator **drew** around defects
+the model missed: ``area_id`` is unique among the image's areas (mined and drawn), ``class`` is
+the defect's class and ``bbox`` is (x0, y0, x1, y1) in the **stored** image's pixels (the image of
+the manifest, ``grid * stride`` pixels a side), exclusive end. Every grid cell the box covers
+becomes a confirmed defect of that class (the rule: :func:`mentoring.feedback.partial.box_cells`).
+An item without drawn areas is written without the key, so such files read the same in versions
+that predate it; any front end (Label Studio, the web interface) writes the same field.
 """
 
 from __future__ import annotations
@@ -31,7 +41,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -87,12 +104,30 @@ class AreaVerdict(_Strict):
     corrected_class: str | None = None  # for a confirmed area detected with the wrong class
 
 
+class DrawnArea(_Strict):
+    """An area the operator drew around a defect the model missed: a confirmed defect."""
+
+    area_id: str  # unique among the image's areas, mined and drawn
+    cls: str = Field(alias="class")
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in the stored image's pixels, exclusive end
+
+
 class ImageFeedback(_Strict):
     image_id: str
     operator: str
     timestamp: datetime
     healthy: bool | None = None  # True: the operator flags the whole image healthy
     areas: list[AreaVerdict] = Field(default_factory=list)
+    drawn: list[DrawnArea] = Field(default_factory=list)  # new areas around missed defects
+
+    @model_serializer(mode="wrap")
+    def _without_empty_drawn(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # no drawn area: the item is written as before the field existed (older readers forbid
+        # unknown keys)
+        data: dict[str, object] = handler(self)
+        if not self.drawn:
+            data.pop("drawn", None)
+        return data
 
 
 class FeedbackFile(_Strict):

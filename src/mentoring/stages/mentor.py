@@ -5,7 +5,8 @@ truth and its file joins the feedback folder; with ``import`` only the files alr
 the web interface or another plant system) are used. Every ``*.json`` of the feedback folder is
 imported (idempotently) into ``partial_labels.npz``, after the feedback suite
 (:func:`mentoring.validation.validate_feedback`) has checked their content against the tasks and
-the manifest; its full results go to ``<results>/validation.json``, pass or fail.
+the manifest; its full results go to ``<results>/validation.json``, pass or fail. The boxes
+operators drew around missed defects confirm the cells they cover by ``line.cell_min_coverage``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def run(
         params, tasks, loaded, images["image_id"].dropna(), results_dir / "validation.json"
     )
     stale = [p.name for p, fb in loaded if fb.tasks_sha256 not in (None, tasks_sha)]
-    labels, report = build_partial_labels(tasks, loaded)
+    labels, report = build_partial_labels(tasks, loaded, params.line.cell_min_coverage)
     labels.save(labels_out)
     metrics = {
         **report.as_dict(),
