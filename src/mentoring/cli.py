@@ -668,3 +668,8 @@ if __name__ == "__main__":  # pragma: no cover
 from mentoring.cli_kfp import kfp_app  # noqa: E402
 
 app.add_typer(kfp_app, name="kfp")
+
+from mentoring.cli_formats import export_app, import_app  # noqa: E402
+
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
