@@ -40,12 +40,13 @@ Example:
 """
 
 import json
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -95,8 +96,15 @@ def _field(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-def annotation_mask(ann: dict[str, Any], h: int, w: int, warnings: list[str]) -> np.ndarray:
-    """The (h, w) uint8 0/1 mask of one annotation: polygons, RLE, or its bbox as a box.
+def _numbers(values: Any) -> TypeGuard[list[float]]:
+    return isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    )
+
+
+def annotation_shape(ann: dict[str, Any], h: int, w: int, notes: list[str]) -> dict[str, Any]:
+    """Check one annotation's geometry against its (h, w) image; return it in pycocotools'
+    terms: an RLE (polygons and uncompressed RLE converted), or ``{"bbox": [x, y, w, h]}``.
 
     Raises:
         FormatError: naming the annotation id (an RLE of another size, no segmentation nor
@@ -105,38 +113,53 @@ def annotation_mask(ann: dict[str, Any], h: int, w: int, warnings: list[str]) ->
     aid = ann.get("id")
     seg = ann.get("segmentation")
     if isinstance(seg, list) and seg:
-        polys = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+        polys = [p for p in seg if _numbers(p) and len(p) >= 6 and len(p) % 2 == 0]
         if len(polys) < len(seg):
-            warnings.append(
+            notes.append(
                 f"annotation {aid}: {len(seg) - len(polys)} polygon(s) with fewer than 3 points "
-                "ignored"
+                "or non-numeric coordinates ignored"
+                + ("" if polys else "; its bbox is used instead")
             )
         if polys:
-            return np.asarray(
-                mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w)))
-            )
+            return dict(mask_utils.merge(mask_utils.frPyObjects(polys, h, w)))
         seg = None
     if isinstance(seg, dict) and seg:
         size, counts = seg.get("size"), seg.get("counts")
-        if not isinstance(size, list) or [int(v) for v in size] != [h, w]:
+        if not _numbers(size) or [int(v) for v in size] != [h, w]:
             raise FormatError(f"annotation {aid}: RLE size {size}, its image is [h, w] = {[h, w]}")
-        if isinstance(counts, list):  # uncompressed RLE -> compressed
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        elif isinstance(counts, str | bytes):
-            rle = {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts}
-        else:
-            raise FormatError(f"annotation {aid}: RLE counts must be a string or a list")
-        try:
-            return np.asarray(mask_utils.decode(rle))
-        except (ValueError, TypeError) as exc:  # a truncated counts string
-            raise FormatError(f"annotation {aid}: cannot decode its RLE ({exc})") from None
+        if _numbers(counts):  # uncompressed RLE -> compressed
+            return dict(mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w))
+        if isinstance(counts, str) and counts:
+            return {"size": [h, w], "counts": counts.encode("ascii", "replace")}
+        raise FormatError(f"annotation {aid}: RLE counts must be a string or a list of integers")
     if seg not in (None, [], {}):
         raise FormatError(f"annotation {aid}: segmentation is neither polygons nor RLE: {seg!r}")
     bbox = ann.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4:
+    if not _numbers(bbox) or len(bbox) != 4:
         raise FormatError(f"annotation {aid}: no segmentation and no [x, y, w, h] bbox")
-    box = np.array([bbox], dtype=np.float64)
-    return np.asarray(mask_utils.decode(mask_utils.frPyObjects(box, h, w)[0]))
+    return {"bbox": [float(v) for v in bbox]}
+
+
+def _decode(rle: dict[str, Any]) -> np.ndarray:
+    with warnings.catch_warnings():
+        # pycocotools' Cython RLE object predates numpy 2's copy keyword: harmless, said per call
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return np.asarray(mask_utils.decode(rle))
+
+
+def annotation_mask(shape: dict[str, Any], h: int, w: int, aid: object = None) -> np.ndarray:
+    """The (h, w) uint8 0/1 mask of an :func:`annotation_shape` (a bbox: the pixels
+    ``[x, x + w) x [y, y + h)``, pycocotools' box rasterisation)."""
+    if "bbox" in shape:
+        box = np.array([shape["bbox"]], dtype=np.float64)
+        return _decode(mask_utils.frPyObjects(box, h, w)[0])
+    try:
+        mask = _decode(shape)
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"annotation {aid}: cannot decode its RLE ({exc})") from None
+    if mask.shape != (h, w):
+        raise FormatError(f"annotation {aid}: its RLE decodes to {mask.shape}, not {(h, w)}")
+    return mask
 
 
 def _output_name(file_name: str) -> str:
@@ -192,8 +215,9 @@ def import_coco(
         names[name] = iid
         images[iid] = {"file_name": file_name, "width": w, "height": h, "name": name}
     # 2) annotations per image, in file order; unknown ids are errors naming the annotation
-    per_image: dict[int, list[dict[str, Any]]] = {iid: [] for iid in images}
+    per_image: dict[int, list[tuple[int, int, dict[str, Any]]]] = {iid: [] for iid in images}
     bad: list[str] = []
+    notes: list[str] = []  # the import's warnings
     for i, ann in enumerate(data["annotations"]):
         aid = _field(ann, "id", int, f"{ann_file}: annotations[{i}]")
         iid, cid = ann.get("image_id"), ann.get("category_id")
@@ -202,7 +226,13 @@ def import_coco(
         elif cid not in categories:
             bad.append(f"annotation {aid}: unknown category_id {cid!r}")
         else:
-            per_image[iid].append(ann)
+            img = images[iid]
+            try:
+                shape = annotation_shape(ann, img["height"], img["width"], notes)
+            except FormatError as exc:
+                bad.append(str(exc))
+                continue
+            per_image[iid].append((aid, cid, shape))
     if bad:
         more = f"\n  ... {len(bad) - 10} more" if len(bad) > 10 else ""
         raise FormatError(
@@ -214,7 +244,7 @@ def import_coco(
     used = [categories[c] for c in sorted(categories)]
     classes, added = merge_classes(out, used, f"{ann_file}: categories")
     value = {cid: classes.index(name) + 1 for cid, name in categories.items()}
-    result = ImportResult(out, domain, classes, added, {split: SplitCount()})
+    result = ImportResult(out, domain, classes, added, {split: SplitCount()}, warnings=notes)
     count = result.splits[split]
     order = sorted(images, key=lambda k: images[k]["name"])
     for done, iid in enumerate(order, start=1):
@@ -228,10 +258,9 @@ def import_coco(
         h, w = img["height"], img["width"]
         mask = np.zeros((h, w), np.uint8)
         present: set[str] = set()
-        for ann in per_image[iid]:  # the later annotation wins where instances overlap
-            m = annotation_mask(ann, h, w, result.warnings).astype(bool)
-            mask[m] = value[ann["category_id"]]
-            present.add(categories[ann["category_id"]])
+        for aid, cid, shape in per_image[iid]:  # the later annotation wins where they overlap
+            mask[annotation_mask(shape, h, w, aid).astype(bool)] = value[cid]
+            present.add(categories[cid])
         try:
             actual = image_size(src)
         except FormatError as exc:
@@ -255,20 +284,20 @@ def import_coco(
 # --- export ---------------------------------------------------------------------------------------
 
 
+def _json_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def rle_of(binary: np.ndarray) -> dict[str, Any]:
     """Compressed RLE of an (H, W) 0/1 mask, JSON-ready (``counts`` as text)."""
-    rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return _json_rle(mask_utils.encode(np.asfortranarray(binary.astype(np.uint8))))
 
 
 def _shape_fields(binary: np.ndarray) -> dict[str, Any]:
     """``segmentation`` (RLE), ``area`` and ``bbox`` [x, y, w, h] of one 0/1 mask."""
     rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
     return {
-        "segmentation": {
-            "size": [int(v) for v in rle["size"]],
-            "counts": rle["counts"].decode("ascii"),
-        },
+        "segmentation": _json_rle(rle),
         "area": int(mask_utils.area(rle)),
         "bbox": [float(v) for v in mask_utils.toBbox(rle)],
     }
@@ -376,8 +405,16 @@ def _bbox_xywh(box: Sequence[int]) -> list[float]:
     return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
+def _newer(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Record ``a`` (timestamp first) newer than ``b``? A tie is broken by the other fields'
+    text, as :mod:`mentoring.feedback.partial` does, so the winner never depends on file order."""
+    if a[0] != b[0]:
+        return bool(a[0] > b[0])
+    return tuple(str(x) for x in a[1:]) > tuple(str(x) for x in b[1:])
+
+
 def _verdicts(
-    tasks: MiningTasks, paths: Sequence[Path], tasks_sha256: str, warnings: list[str]
+    tasks: MiningTasks, paths: Sequence[Path], tasks_sha256: str, notes: list[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """The newest verdict per area and healthy flag per image (the mentor import's rule: the
     newest timestamp wins, ties broken by the record's fields, never by file order)."""
@@ -389,9 +426,7 @@ def _verdicts(
     for path in sorted(Path(p) for p in paths):
         fb = read_feedback(path)
         if fb.tasks_sha256 and fb.tasks_sha256 != tasks_sha256:
-            warnings.append(
-                f"{path}: answers another tasks.json (sha256 {fb.tasks_sha256[:12]}...)"
-            )
+            notes.append(f"{path}: answers another tasks.json (sha256 {fb.tasks_sha256[:12]}...)")
         for item in fb.items:
             if item.image_id not in images:
                 bad.append(f"{path}: unknown image {item.image_id!r}")
@@ -403,12 +438,12 @@ def _verdicts(
                 if av.corrected_class is not None and av.corrected_class not in tasks.classes:
                     bad.append(f"{path}: area {av.area_id!r}: unknown class {av.corrected_class!r}")
                     continue
-                rec = (item.timestamp, av.verdict, av.corrected_class or "", item.operator)
-                if av.area_id not in area_v or rec > area_v[av.area_id]:
+                rec = (item.timestamp, av.verdict, av.corrected_class, item.operator)
+                if av.area_id not in area_v or _newer(rec, area_v[av.area_id]):
                     area_v[av.area_id] = rec
             if item.healthy is not None:
                 rec_h = (item.timestamp, item.healthy, item.operator)
-                if item.image_id not in image_h or rec_h > image_h[item.image_id]:
+                if item.image_id not in image_h or _newer(rec_h, image_h[item.image_id]):
                     image_h[item.image_id] = rec_h
     if bad:
         more = f"\n  ... {len(bad) - 10} more" if len(bad) > 10 else ""
@@ -424,7 +459,7 @@ def _verdicts(
     by_area = {
         a: {
             "verdict": v,
-            "corrected_class": c or None,
+            "corrected_class": c,
             "operator": op,
             "timestamp": when(t),
         }
@@ -483,6 +518,21 @@ def export_coco(
     if task_set is not None:
         assert tasks is not None
         by_area, by_image = _verdicts(task_set, feedback, sha256_file(tasks), result.warnings)
+        # every task maps to an exported image and a category, checked before anything is written
+        bad = [
+            f"image {t.image_id!r} is not among the exported manifest rows "
+            f"({manifest}, domain {domain}, split {split})"
+            for t in task_set.images
+            if t.image_id not in by_row
+        ] + [
+            f"area {a.area_id!r}: class {a.cls!r} not in {classes}"
+            for t in task_set.images
+            for a in t.areas
+            if a.cls not in classes
+        ]
+        if bad:
+            more = f"\n  ... {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise FormatError(f"{tasks}:\n  " + "\n  ".join(bad[:10]) + more)
     # 1) ground truth: one COCO image per original image, instances in original pixels
     coco_images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -536,17 +586,10 @@ def export_coco(
     for done, t in enumerate(task_set.images, start=len(groups) + 1):
         if progress:
             progress(done, steps)
-        if t.image_id not in by_row:
-            raise FormatError(
-                f"{tasks}: image {t.image_id!r} is not among the exported manifest rows "
-                f"({manifest}, domain {domain}, split {split})"
-            )
         img, m = by_row[t.image_id]
         w, h = img.size
         flag = by_image.get(t.image_id)
         for a in t.areas:
-            if a.cls not in classes:
-                raise FormatError(f"{tasks}: area {a.area_id!r}: class {a.cls!r} not in {classes}")
             cells = np.zeros((h, w), np.uint8)
             for r, c in a.cells:
                 x0, y0, x1, y1 = m.to_original(
