@@ -348,6 +348,8 @@ mentor_app = typer.Typer(
     help="Operator feedback on mined areas -> partial labels.", no_args_is_help=True
 )
 app.add_typer(mentor_app, name="mentor")
+annotate_app = typer.Typer(help="Operators' annotation tools.", no_args_is_help=True)
+app.add_typer(annotate_app, name="annotate")
 
 
 def _mentor(
@@ -673,3 +675,9 @@ from mentoring.cli_formats import export_app, import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
+
+# the Label Studio round trip (cli_labelstudio.py), with this module's error handling
+from mentoring.cli_labelstudio import export_labelstudio, import_labelstudio  # noqa: E402
+
+annotate_app.command("export-labelstudio")(_friendly(export_labelstudio))
+mentor_app.command("import-labelstudio")(_friendly(import_labelstudio))
