@@ -148,7 +148,12 @@ def _root(
 def _line(p: Params, data: Path, results: Path) -> None:
     from mentoring.stages import line
 
-    verb = "rendering" if p.line.source == "synthetic" else f"ingesting {p.line.ingest_dir}:"
+    where = {"folder": p.line.ingest_dir, "s3": p.line.s3.uri, "dvc": p.line.dvc.repo}
+    verb = (
+        "rendering"
+        if p.line.source == "synthetic"
+        else f"ingesting {where.get(p.line.source, '')}:"
+    )
     with _bar(f"{verb} the '{p.base.profile}' line") as bar:
         task = bar.add_task("line", total=None)
         m = line.run(p, data, results, progress=lambda d, t: bar.update(task, completed=d, total=t))
@@ -199,19 +204,111 @@ line_app.command(
 @_friendly
 def line_ingest(
     folder: Annotated[
-        Path | None,
-        typer.Argument(help="<domain>/<split>/images|masks/ folder [default: line.ingest_dir]."),
+        str | None,
+        typer.Argument(
+            help="<domain>/<split>/images|masks/ folder or s3://bucket/prefix "
+            "[default: line.ingest_dir]."
+        ),
     ] = None,
     params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
     data: Path = path_option("line", "data"),
     results: Path = path_option("line", "results"),
 ) -> None:
-    """Ingest real images (and masks) instead of rendering; unusable files are quarantined."""
-    sets = [*(set_ or []), "line.source=folder"]
-    if folder is not None:
-        sets.append(f"line.ingest_dir={folder}")
+    """Ingest a whole line (4 splits) of real images instead of rendering one.
+
+    Images of any size are fitted with line.resize; unusable files are quarantined with a reason.
+    """
+    sets = list(set_ or [])
+    if folder is not None and folder.startswith("s3://"):
+        sets += ["line.source=s3", f"line.s3.uri={folder}"]
+    else:
+        sets.append("line.source=folder")
+        if folder is not None:
+            sets.append(f"line.ingest_dir={folder}")
     _line(_params(params, sets), data, results)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+@app.command("ingest")
+@_friendly
+def ingest_cmd(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="s3://bucket/prefix (or a folder) holding images/ [+ masks/, sidecar .json], "
+            "or images directly."
+        ),
+    ],
+    domain: Annotated[str, typer.Option(help="Domain of these images (a key of line.setups).")],
+    split: Annotated[str, typer.Option(help="Split: pool (unlabelled), train or eval.")] = "pool",
+    masks: Annotated[
+        str, typer.Option(help="required | optional | auto (required except new/pool).")
+    ] = "auto",
+    params: ParamsOpt = PARAMS,
+    set_: SetOpt = None,
+    data: Annotated[Path, typer.Option(help="Data folder (manifests/line.parquet).")] = Path(
+        "data"
+    ),
+    results: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path(
+        "results/ingest"
+    ),
+) -> None:
+    """Add the images of an S3 prefix (or folder) to the manifest: only what is new.
+
+    Idempotent and resumable: objects already in the manifest (same key and ETag) are not
+    fetched again, and a killed run picks up where it stopped. Every listed object is
+    reconciled: ingested + quarantined + already present + skipped. Credentials come from the
+    standard AWS chain; -S line.s3.endpoint_url=... for any S3-compatible store.
+    """
+    from mentoring.data.ingest import ingest_batch
+
+    if masks not in ("required", "optional", "auto"):
+        raise ValueError(f"--masks {masks!r}: required, optional or auto")
+    p = _params(params, set_)
+    required = None if masks == "auto" else masks == "required"
+    with Progress(
+        TextColumn(f"[bold]ingesting {escape(source)}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("objects"),
+        TextColumn("{task.fields[nbytes]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("ingest", total=None, nbytes="")
+
+        def tick(done: int, total: int, nbytes: int) -> None:
+            bar.update(task, completed=done, total=total, nbytes=_size(nbytes))
+
+        m = ingest_batch(p, source, domain, split, data, results, required, tick)
+    table = Table("listed", "ingested", "quarantined", "already present", "skipped", title=source)
+    table.add_row(
+        str(m["listed"]),
+        str(m["ingested"]),
+        str(m["quarantined"]),
+        str(m["already_present"]),
+        str(sum(m["skipped"].values())),
+    )
+    out.print(table)
+    for reason, n in sorted(m["skipped"].items()):
+        console.print(f"skipped {n}: {escape(reason)}")
+    for q in m["quarantined_files"][:20]:
+        console.print(f"[yellow]quarantined ({q['kind']}):[/] {escape(q['reason'])}")
+    for group in m["duplicate_content"][:10]:
+        console.print(f"[yellow]same content under {len(group)} keys:[/] {escape(str(group))}")
+    out.print(
+        f"{m['images_stored']} image(s) stored, {_size(m['bytes_fetched'])} fetched in "
+        f"{m['seconds']:.1f} s; manifest: {m['manifest']}  metrics: {results / 'metrics.json'}"
+    )
 
 
 @line_app.command("preview")

@@ -90,7 +90,9 @@ class LocalStore:
         self.root = Path(root)
 
     def uri(self, key: str = "") -> str:
-        return str(self.root / key) if key else str(self.root)
+        """The absolute path of ``key`` (what a manifest records as the source)."""
+        root = self.root.absolute()
+        return str(root / key) if key else str(root)
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key, str(self.root))

@@ -1,190 +1,135 @@
-"""Ingest a line from a folder of real images instead of generating one.
+"""Ingest a line (its four splits) from a folder or an S3 prefix instead of generating one.
 
-Layout of the folder (``line.ingest_dir``), the same as the generated line's::
+Layout of the source (``line.ingest_dir`` or ``line.s3.uri``), the generated line's::
 
-    <domain>/<split>/images/<name>.(png|jpg|jpeg|bmp|tif|tiff)
+    <domain>/<split>/images/<name>.(png|jpg|jpeg|bmp|tif|tiff)   any size, gray or RGB
+    <domain>/<split>/images/<name>.json                          optional sidecar
     <domain>/<split>/masks/<name>.png     class-index mask: 0 healthy, k = line.classes[k - 1]
 
 with the domains of ``line.setups`` and the splits ``original/train``, ``original/eval``,
 ``new/pool`` and ``new/eval``. Masks are required except in ``new/pool`` (a real pool is
 unlabelled until operators mentor it; the simulated operator and the oracle need them).
 
-Every readable image of the right size becomes a PNG under ``<data>/line/<domain>/<split>/`` and
-a manifest row (id ``<domain>-<split>-<name>``); the source folder is never modified. A file that
-cannot be used (unreadable, wrong size, a mask with unknown class values or of another shape, a
-labelled image without mask, a mask without image) is **quarantined**: copied to
-``<data>/quarantine/<domain>/<split>/`` and listed with its reason in
-``<data>/quarantine/report.json``. Nothing is dropped silently.
+Each split goes through the ingestion engine (:mod:`mentoring.data.ingest`): images of any size
+are fitted with ``line.resize``; a file that cannot be used is **quarantined** under
+``<data>/quarantine/`` with its kind and reason (``<data>/quarantine/report.json``); nothing is
+dropped silently and the counts reconcile. The source is never modified. A ``classes.json`` at
+the source's root (written by ``mentoring import mvtec|coco``) must match ``line.classes``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from PIL import Image, UnidentifiedImageError
-
 from mentoring.config import Params
-from mentoring.data.manifest import write_manifest
-from mentoring.io import write_bytes, write_json
+from mentoring.data.ingest import (
+    BatchReport,
+    IngestError,
+    Quarantined,
+    existing_manifest,
+    finish,
+    ingest_split,
+)
+from mentoring.io import write_json
 from mentoring.line.generate import SPLITS
+from mentoring.storage import LocalStore, S3Store, StorageError, open_store
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+__all__ = ["IngestError", "Quarantined", "ingest_line", "open_line_source"]
+
 #: splits whose images may come without masks
 UNLABELLED_OK = {("new", "pool")}
 
 
-class IngestError(ValueError):
-    """The ingest folder cannot give a line (missing split, unknown domain...)."""
+def open_line_source(params: Params, source: str | Path) -> LocalStore | S3Store:
+    """The store of a line source (a folder, or an S3 URI with ``line.s3``'s settings)."""
+    s3 = params.line.s3
+    return open_store(
+        source,
+        endpoint_url=s3.endpoint_url or None,
+        max_attempts=s3.max_attempts,
+        max_pool_connections=max(10, s3.concurrency + 2),
+    )
 
 
-@dataclass(frozen=True)
-class Quarantined:
-    file: str  # path in the source folder
-    reason: str
-
-
-def _read(path: Path, mode: str) -> np.ndarray:
-    with Image.open(path) as im:
-        im.load()
-        return np.asarray(im.convert(mode) if mode else im)
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
+def _check_classes(params: Params, store: LocalStore | S3Store) -> None:
+    if not store.exists("classes.json"):
+        return
+    declared = store.read_json("classes.json")
+    if list(declared) != list(params.line.classes):
+        raise IngestError(
+            f"{store.uri('classes.json')} names the classes {declared} (mask value k = the k-th), "
+            f"but line.classes is {list(params.line.classes)}: set "
+            f"-S 'line.classes={declared}' (same names, same order)"
+        )
 
 
 def ingest_line(
     params: Params,
-    source: Path,
+    source: str | Path,
     data_dir: Path,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[Path, list[Quarantined]]:
-    """Copy the usable images of ``source`` into ``data_dir``; return (manifest, quarantined).
+) -> tuple[Path, list[Quarantined], list[BatchReport]]:
+    """Ingest the four splits of ``source`` into ``data_dir``; return (manifest, quarantined,
+    per-split reports).
 
     Raises:
-        IngestError: ``source`` is missing, holds an unknown domain, or a split is missing or
-            ends up empty.
+        IngestError: ``source`` is missing, holds an unknown domain, a split is missing or ends
+            up empty, or the counts do not reconcile.
     """
-    line = params.line
-    if not source.is_dir():
+    store = open_line_source(params, source)
+    try:
+        listing = [o.key for o in store.list()]
+    except StorageError as exc:
+        raise IngestError(f"line source {source}: {exc}") from None
+    if isinstance(store, LocalStore) and not Path(source).is_dir():
         raise IngestError(f"line.ingest_dir {source}: folder not found")
-    known = set(line.setups)
-    found = {p.name for p in source.iterdir() if p.is_dir()}
+    _check_classes(params, store)
+    found = {k.split("/", 1)[0] for k in listing if "/" in k}
+    known = set(params.line.setups)
     if found - known:
         raise IngestError(
             f"{source}: unknown domain folder(s) {sorted(found - known)}; "
             f"domains are the keys of line.setups: {sorted(known)}"
         )
-    size = (line.image_size, line.image_size)
-    jobs = []
     for domain, split, _ in SPLITS:
-        images_dir = source / domain / split / "images"
-        if not images_dir.is_dir():
+        if not any(k.startswith(f"{domain}/{split}/images/") for k in listing):
             raise IngestError(f"{source}: missing {domain}/{split}/images/ (see the layout)")
-        jobs.append((domain, split, sorted(p for p in images_dir.iterdir() if p.is_file())))
-    total = sum(len(files) for *_, files in jobs)
-    rows, bad, done = [], [], 0
-    quarantine = data_dir / "quarantine"
-
-    def reject(path: Path, domain: str, split: str, reason: str) -> None:
-        dest = quarantine / domain / split / path.parent.name / path.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, dest)
-        bad.append(Quarantined(str(path), reason))
-
-    for domain, split, files in jobs:
-        masks_dir = source / domain / split / "masks"
-        stems = set()
-        for path in files:
-            done += 1
-            if progress:
-                progress(done, total)
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                reject(path, domain, split, f"not an image file ({path.suffix or 'no suffix'})")
-                continue
-            stems.add(path.stem)
-            try:
-                image = _read(path, "L" if line.channels == 1 else "RGB")
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                reject(path, domain, split, f"cannot read image ({exc})")
-                continue
-            if image.shape[:2] != size:
-                reject(
-                    path,
-                    domain,
-                    split,
-                    f"image is {image.shape[1]}x{image.shape[0]}, line.image_size is {size[0]}",
-                )
-                continue
-            mask_file = masks_dir / f"{path.stem}.png"
-            mask = None
-            if mask_file.exists():
-                try:
-                    mask = _read(mask_file, "")
-                except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                    reject(path, domain, split, f"its mask {mask_file} cannot be read ({exc})")
-                    reject(mask_file, domain, split, f"cannot read mask ({exc})")
-                    continue
-                if mask.ndim != 2 or mask.shape != size or mask.max() > len(line.classes):
-                    reason = (
-                        f"mask has shape {mask.shape}, expected {size}"
-                        if mask.ndim != 2 or mask.shape != size
-                        else f"mask values up to {int(mask.max())}, line.classes has "
-                        f"{len(line.classes)}"
-                    )
-                    reject(path, domain, split, f"its mask {mask_file}: {reason}")
-                    reject(mask_file, domain, split, reason)
-                    continue
-            elif (domain, split) not in UNLABELLED_OK:
-                reject(path, domain, split, f"no mask {mask_file} (required in {domain}/{split})")
-                continue
-            image_id = f"{domain}-{split}-{path.stem}"
-            rel = Path("line") / domain / split
-            img_bytes = _png(image)
-            write_bytes(data_dir / rel / "images" / f"{image_id}.png", img_bytes)
-            mask_rel = ""
-            present: list[str] = []
-            if mask is not None:
-                mask_rel = (rel / "masks" / f"{image_id}.png").as_posix()
-                write_bytes(data_dir / mask_rel, _png(mask.astype(np.uint8)))
-                present = [line.classes[k - 1] for k in sorted(set(np.unique(mask)) - {0})]
-            rows.append(
-                {
-                    "image_id": image_id,
-                    "path": (rel / "images" / f"{image_id}.png").as_posix(),
-                    "mask_path": mask_rel,
-                    "domain": domain,
-                    "split": split,
-                    "part_ref": "",
-                    "width": size[1],
-                    "height": size[0],
-                    "channels": line.channels,
-                    "sha256": hashlib.sha256(img_bytes).hexdigest(),
-                    "defect_classes": ",".join(present),
-                    "n_defects": 0,
-                    "n_nuisances": 0,
-                }
-            )
-        if masks_dir.is_dir():
-            for orphan in sorted(p for p in masks_dir.iterdir() if p.stem not in stems):
-                reject(orphan, domain, split, "mask without an image")
-        if not any(r["domain"] == domain and r["split"] == split for r in rows):
-            write_json(quarantine / "report.json", [asdict(b) for b in bad])
-            raise IngestError(
-                f"{source}: no usable image in {domain}/{split} "
-                f"({sum(1 for b in bad if f'/{domain}/{split}/' in b.file)} quarantined, see "
-                f"{quarantine / 'report.json'})"
-            )
-    write_json(quarantine / "report.json", [asdict(b) for b in bad])
     manifest = data_dir / "manifests" / "line.parquet"
-    write_manifest(pd.DataFrame(rows), manifest)
-    return manifest, bad
+    base = existing_manifest(manifest).iloc[0:0]  # a line is ingested whole, not added to
+    (data_dir / "quarantine" / "report.json").unlink(missing_ok=True)
+    rows, bad, reports = [], [], []
+    total = len(listing)
+    offset = 0
+    for domain, split, _ in SPLITS:
+        start = offset
+
+        def tick(done: int, _listed: int, _bytes: int, start: int = start) -> None:
+            if progress:
+                progress(min(start + done, total), total)
+
+        report, new_rows, new_bad = ingest_split(
+            params,
+            store,
+            f"{domain}/{split}",
+            domain,
+            split,
+            data_dir,
+            base,
+            masks_required=(domain, split) not in UNLABELLED_OK,
+            concurrency=params.line.s3.concurrency,
+            progress=tick,
+        )
+        offset += report.listed
+        rows += new_rows
+        bad += new_bad
+        reports.append(report)
+        if not new_rows:
+            write_json(data_dir / "quarantine" / "report.json", [asdict(b) for b in bad])
+            raise IngestError(
+                f"{source}: no usable image in {domain}/{split} ({report.quarantined} "
+                f"quarantined, see {data_dir / 'quarantine' / 'report.json'})"
+            )
+    finish(data_dir, manifest, rows, bad, base)
+    return manifest, bad, reports

@@ -1,7 +1,8 @@
 """Stage ``line``: render the synthetic production line and its contact sheet.
 
 Reads ``base.profile`` and ``line`` (``line.seed`` picks the line; ``line.source: folder``
-ingests ``line.ingest_dir`` instead, see :mod:`mentoring.line.ingest`; ``line.source: dvc`` reads
+ingests ``line.ingest_dir`` instead, ``line.source: s3`` the same layout under ``line.s3.uri``,
+see :mod:`mentoring.line.ingest`; ``line.source: dvc`` reads
 the line of a DVC-versioned repository at one revision, ``line.dvc``, see
 :mod:`mentoring.data.versioned`); writes ``<data>/line/``, ``<data>/manifests/line.parquet``,
 ``<results>/metrics.json`` and ``<results>/plots/preview.png``.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
+from mentoring.data.ingest import BatchReport
 from mentoring.data.manifest import read_manifest
 from mentoring.data.versioned import fetch_line
 from mentoring.io import write_json
@@ -31,17 +33,18 @@ def run(
 ) -> dict[str, Any]:
     """Generate (or ingest) the line; return (and write) counts and defect rates per split.
 
-    With ``line.source: folder``, ``metrics["quarantined"]`` lists the files that could not be
+    With ``line.source: folder | s3``, ``metrics["ingest"]`` has each split's reconciled counts and
+    ``metrics["quarantined"]`` lists the files that could not be
     used, with their reasons (also in ``<data>/quarantine/report.json``). With ``line.source:
     dvc``, ``metrics["data_version"]`` is ``{repo, rev, commit, path}``: the full commit sha the
     revision resolved to is the data's version.
     """
     quarantined: list[Quarantined] = []
+    reports: list[BatchReport] = []
     data_version: dict[str, str] | None = None
-    if params.line.source == "folder":
-        manifest, quarantined = ingest_line(
-            params, Path(params.line.ingest_dir), data_dir, progress=progress
-        )
+    if params.line.source in ("folder", "s3"):
+        source = params.line.ingest_dir if params.line.source == "folder" else params.line.s3.uri
+        manifest, quarantined, reports = ingest_line(params, source, data_dir, progress=progress)
     elif params.line.source == "dvc":
         src = params.line.dvc
         manifest, info = fetch_line(src.repo, src.rev, src.path, data_dir, progress=progress)
@@ -57,6 +60,9 @@ def run(
         "quarantined": [asdict(q) for q in quarantined],
         "splits": {},
     }
+    if reports:
+        metrics["ingest"] = {f"{r.domain}/{r.split}": r.to_dict() for r in reports}
+        metrics["resize"] = params.line.resize
     if data_version is not None:
         metrics["data_version"] = data_version
     for (domain, split), sub in df.groupby(["domain", "split"], sort=True):

@@ -8,6 +8,7 @@ left untouched, and the result passes the manifest suite.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -35,61 +36,139 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+#: file (under original/train/) -> the quarantine kind it must get
+BAD_FILES = {
+    "images/empty.png": "zero_byte",
+    "images/notes.png": "not_an_image",
+    "images/photo.png": "wrong_extension",
+    "images/cut.png": "truncated",
+    "images/flipped.png": "corrupt",
+    "images/no-mask.png": "image_without_mask",
+    "masks/orphan.png": "mask_without_image",
+    "images/bad-mask.png": "mask_unknown_class",
+    "masks/bad-mask.png": "mask_unknown_class",
+    "images/rgb-mask.png": "mask_not_index",
+    "masks/rgb-mask.png": "mask_not_index",
+    "images/garbled-mask.png": "mask_unreadable",
+    "masks/garbled-mask.png": "mask_unreadable",
+    "images/small-mask.png": "mask_size_mismatch",
+    "masks/small-mask.png": "mask_size_mismatch",
+    "images/twin.jpg": "duplicate_id",
+    "images/sidecar.json": "bad_sidecar",
+    "images/readme.txt": "not_an_image",
+}
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated tiny line in the ingest layout, unlabelled pool, with 6 bad files."""
+    """A generated tiny line in the ingest layout, unlabelled pool, with 14 kinds of bad file."""
     gen = tmp_path_factory.mktemp("generated")
     generate_line(PARAMS, gen)
     src = tmp_path_factory.mktemp("ingest") / "plant"
     shutil.copytree(gen / "line", src)
     shutil.rmtree(src / "new/pool/masks")  # a real pool is unlabelled
     train = src / "original/train"
-    (train / "images/corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(train / "images/small.png")
-    Image.fromarray(np.zeros((128, 128), np.uint8)).save(train / "images/bad-mask.png")
-    Image.fromarray(np.full((128, 128), 9, np.uint8)).save(train / "masks/bad-mask.png")
-    Image.fromarray(np.zeros((128, 128), np.uint8)).save(train / "images/no-mask.png")
-    Image.fromarray(np.zeros((128, 128), np.uint8)).save(train / "masks/orphan.png")
-    (train / "images/notes.txt").write_text("not an image")
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (128, 128), dtype=np.uint8)
+    good = _png(noise)
+    zeros = np.zeros((128, 128), np.uint8)
+    files = {
+        "images/empty.png": b"",
+        "images/notes.png": b"these are notes, not pixels",
+        "images/photo.png": _jpeg(noise),
+        "images/cut.png": good[: len(good) // 2],
+        "images/flipped.png": good[:200] + bytes(b ^ 0xFF for b in good[200:260]) + good[260:],
+        "images/no-mask.png": _png(zeros),
+        "masks/orphan.png": _png(zeros),
+        "images/bad-mask.png": _png(zeros),
+        "masks/bad-mask.png": _png(np.full((128, 128), 9, np.uint8)),
+        "images/rgb-mask.png": _png(zeros),
+        "masks/rgb-mask.png": _png(np.zeros((128, 128, 3), np.uint8)),
+        "images/garbled-mask.png": _png(zeros),
+        "masks/garbled-mask.png": b"garbage",
+        "images/small-mask.png": _png(zeros),
+        "masks/small-mask.png": _png(np.zeros((64, 64), np.uint8)),
+        # twin.png (good, with mask) and twin.jpg give the same image id
+        "images/twin.png": good,
+        "masks/twin.png": _png(zeros),
+        "images/twin.jpg": _jpeg(noise),
+        # a sidecar that is not JSON: the image is ingested, the sidecar quarantined
+        "images/sidecar.png": _png(noise[::-1]),
+        "masks/sidecar.png": _png(zeros),
+        "images/sidecar.json": b"{not json",
+        "images/readme.txt": b"plain text",
+    }
+    for rel, data in files.items():
+        (train / rel).write_bytes(data)
+    # a good sidecar on a good image: its fields go into the manifest
+    first = sorted((train / "images").glob("original-train-*.png"))[0]
+    first.with_suffix(".json").write_text(
+        json.dumps({"part_ref": "disc", "camera": "cam-2", "acquired_at": "2026-11-27T08:00:00Z"})
+    )
     return src
 
 
-def test_bad_files_are_quarantined_with_reasons_and_good_ones_ingested(
+def test_bad_files_are_quarantined_with_kinds_and_good_ones_ingested(
     source: Path, tmp_path: Path
 ) -> None:
     before = _digest(source)
-    manifest, bad = ingest_line(PARAMS, source, tmp_path)
+    manifest, bad, reports = ingest_line(PARAMS, source, tmp_path)
     assert _digest(source) == before  # the source is never modified
-    reasons = {Path(b.file).name + ("(mask)" if "/masks/" in b.file else ""): b.reason for b in bad}
-    assert "cannot read image" in reasons["corrupt.png"]
-    assert "64x64" in reasons["small.png"]
-    assert "values up to 9" in reasons["bad-mask.png"]
-    assert "values up to 9" in reasons["bad-mask.png(mask)"]
-    assert "no mask" in reasons["no-mask.png"]
-    assert reasons["orphan.png(mask)"] == "mask without an image"
-    assert "not an image file" in reasons["notes.txt"]
-    assert len(bad) == 7
+    kinds = {b.file.split("/original/train/", 1)[1]: b.kind for b in bad}
+    assert kinds == BAD_FILES
+    assert len(set(BAD_FILES.values())) >= 10
     report = json.loads((tmp_path / "quarantine/report.json").read_text())
-    assert len(report) == 7
-    assert (tmp_path / "quarantine/original/train/images/corrupt.png").exists()
-
+    assert {r["kind"] for r in report} == set(BAD_FILES.values())
+    assert all(r["reason"] for r in report)
+    for rel in BAD_FILES:
+        assert (tmp_path / "quarantine/original/train" / rel).exists(), rel
+    by_split = {f"{r.domain}/{r.split}": r for r in reports}
+    train = by_split["original/train"]
+    assert train.reconciles()
+    assert train.listed == 48 * 2 + 1 + len(BAD_FILES) + 4  # + good sidecar, twin, sidecar pairs
     df = read_manifest(manifest)
-    sizes = PARAMS.sizes
-    assert len(df) == sizes.original_train + sizes.original_eval + sizes.new_pool + sizes.new_eval
-    assert (df.loc[df["split"] == "pool", "mask_path"] == "").all()
-    assert df["image_id"].str.startswith(("original-", "new-")).all()
+    assert len(df) == 48 + 16 + 32 + 16 + 2  # every good image, twin.png and sidecar.png
+    assert set(df["image_id"]) >= {"original-train-twin", "original-train-sidecar"}
     assert check_manifest(PARAMS, df).success
+    pool = df[df["split"] == "pool"]
+    assert (pool["mask_path"] == "").all()
 
-    # the labelled splits train as before; the unlabelled pool says why it cannot
-    data = CellDataset.from_manifest(manifest, "original", "eval", PARAMS.line.classes, 8, 0.06)
-    assert len(data) == sizes.original_eval
+
+def test_sidecar_fields_go_into_the_manifest(source: Path, tmp_path: Path) -> None:
+    manifest, _, _ = ingest_line(PARAMS, source, tmp_path)
+    df = read_manifest(manifest)
+    with_meta = df[df["camera"] != ""]
+    assert len(with_meta) == 1
+    row = with_meta.iloc[0]
+    assert (row["part_ref"], row["camera"], row["acquired_at"]) == (
+        "disc",
+        "cam-2",
+        "2026-11-27T08:00:00Z",
+    )
+    assert json.loads(row["sidecar"])["camera"] == "cam-2"
+
+
+def test_unlabelled_pool_needs_mentoring_not_ground_truth(source: Path, tmp_path: Path) -> None:
+    manifest, _, _ = ingest_line(PARAMS, source, tmp_path)
     with pytest.raises(ImageError, match="no mask"):
         CellDataset.from_manifest(manifest, "new", "pool", PARAMS.line.classes, 8, 0.06)
     assert contact_sheet(manifest, tmp_path / "sheet.png", PARAMS.line.classes).exists()
 
 
 def test_ingested_pixels_are_the_source_pixels(source: Path, tmp_path: Path) -> None:
-    manifest, _ = ingest_line(PARAMS, source, tmp_path)
+    manifest, _, _ = ingest_line(PARAMS, source, tmp_path)
     df = read_manifest(manifest).set_index("image_id")
     row = df.loc["original-eval-original-eval-000003"]
     got = np.asarray(Image.open(tmp_path / row["path"]))
@@ -101,6 +180,7 @@ def test_unknown_domain_and_missing_split_are_errors(source: Path, tmp_path: Pat
     odd = tmp_path / "odd"
     shutil.copytree(source, odd)
     (odd / "night-shift").mkdir()
+    (odd / "night-shift/a.png").write_bytes(b"")
     with pytest.raises(IngestError, match=r"unknown domain folder\(s\) \['night-shift'\]"):
         ingest_line(PARAMS, odd, tmp_path / "out")
     shutil.rmtree(odd / "night-shift")

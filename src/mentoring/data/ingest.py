@@ -1,0 +1,729 @@
+"""Ingestion: bring images from a store (local folder or S3 prefix) into the data folder.
+
+One engine serves ``mentoring ingest s3://bucket/prefix --domain new --split pool`` (a batch
+added to an existing data folder, e.g. the day's images) and the ``line`` stage with
+``line.source: folder | s3`` (the four splits of a line). For one (domain, split) the source
+prefix holds::
+
+    images/<any/sub/path>/<name>.(png|jpg|jpeg|bmp|tif|tiff)   the camera images, any size
+    images/<any/sub/path>/<name>.json                          optional sidecar (part_ref, camera,
+                                                               acquired_at, anything else kept)
+    masks/<any/sub/path>/<name>.png                            class-index mask (0 healthy,
+                                                               k = the k-th of line.classes)
+
+(without an ``images/`` folder, every object outside ``masks/`` is an image candidate).
+
+**What it guarantees**
+
+- *Nothing lost*: every listed object ends in exactly one bucket: ``ingested``, ``quarantined``
+  (copied under ``<data>/quarantine/<domain>/<split>/`` with a kind and a reason, listed in
+  ``<data>/quarantine/report.json``), ``already_present`` or ``skipped`` (with a reason). The
+  reconciliation ``listed == ingested + quarantined + already_present + skipped`` is checked at
+  the end of every run; a mismatch is an error.
+- *Idempotent*: an object whose source URI and ETag are already in the manifest (or already in
+  the quarantine report) is not fetched again; a changed ETag with the same sha256 is
+  ``already_present``; new content under an ingested key is skipped with the reason (the first
+  version stays: labels may point at it).
+- *Resumable*: each finished object is appended to a journal (``<data>/ingest/journal/``);
+  a run killed halfway and restarted reuses what the journal holds and ends with exactly the
+  manifest of an uninterrupted run, with no duplicate. The journal is removed on success.
+- *Fast and bounded*: objects are fetched and decoded by ``concurrency`` threads with at most
+  ``2 x concurrency`` in flight (memory does not grow with the number of objects); S3 requests
+  retry in botocore's adaptive mode.
+
+Each stored image is fitted to ``line.image_size`` with ``line.resize``
+(:func:`mentoring.data.images.fit`); the manifest keeps the source URI, ETag, sha256 of the
+original bytes, its size and the pixel mapping. Content seen under two keys is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mentoring.config import Params
+from mentoring.data.images import (
+    IMAGE_SUFFIXES,
+    BadFile,
+    decode_image,
+    decode_mask,
+    encode_png,
+    fit,
+)
+from mentoring.data.manifest import read_manifest, with_optional_columns, write_manifest
+from mentoring.io import write_bytes, write_json
+from mentoring.storage import LocalStore, ObjectInfo, S3Store, StorageError
+
+#: sidecar keys that get their own manifest column
+SIDECAR_COLUMNS = {"part_ref": "part_ref", "part": "part_ref", "camera": "camera"}
+SIDECAR_TIME_KEYS = ("acquired_at", "acquisition_time", "timestamp")
+
+INT_COLUMNS = (
+    "width",
+    "height",
+    "channels",
+    "n_defects",
+    "n_nuisances",
+    "orig_width",
+    "orig_height",
+)
+Progress = Callable[[int, int, int], None]  # (objects done, objects listed, bytes fetched)
+
+
+class IngestError(ValueError):
+    """An ingestion that cannot run or does not reconcile; the message names the source."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A file that could not be used: where it was, the kind (images.QUARANTINE_KINDS), why."""
+
+    file: str
+    reason: str
+    kind: str = "corrupt"
+    etag: str = ""
+
+
+@dataclass
+class BatchReport:
+    """Counts of one (domain, split) ingestion; ``skipped`` maps a reason to its count."""
+
+    source: str
+    domain: str
+    split: str
+    listed: int = 0
+    ingested: int = 0
+    quarantined: int = 0
+    already_present: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    images_stored: int = 0  # stored (model-sized) images: more than ingested with tiles
+    bytes_fetched: int = 0
+    resumed: int = 0  # objects taken from the journal of an interrupted run
+    duplicate_content: list[list[str]] = field(default_factory=list)  # keys with equal sha256
+    quarantine_kinds: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def reconciles(self) -> bool:
+        total = self.ingested + self.quarantined + self.already_present + sum(self.skipped.values())
+        return total == self.listed
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["reconciled"] = self.reconciles()
+        d["images_per_s"] = self.listed / self.seconds if self.seconds > 0 else 0.0
+        return d
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One image to ingest, with its mask and sidecar objects when they exist."""
+
+    image: ObjectInfo
+    name: str  # relative path under images/ without suffix
+    mask: ObjectInfo | None
+    sidecar: ObjectInfo | None
+
+
+@dataclass
+class _Outcome:
+    key: str
+    etag: str
+    bucket: str  # ingested | quarantined | already_present | skipped:<reason>
+    objects: int  # how many listed objects this outcome accounts for
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[Quarantined] = field(default_factory=list)
+    source_sha256: str = ""
+    bytes: int = 0
+
+
+def _suffix(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _stem(rel: str) -> str:
+    return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+
+
+def image_id_of(domain: str, split: str, name: str) -> str:
+    """``<domain>-<split>-<name>`` with sub-folders joined by '.' (ids hold no '/')."""
+    return f"{domain}-{split}-{name.replace('/', '.')}"
+
+
+def plan(
+    objects: list[ObjectInfo], prefix: str
+) -> tuple[list[_Item], list[tuple[ObjectInfo, str, str]], dict[str, int]]:
+    """Pair images with masks and sidecars; return (items, orphans to quarantine, skipped).
+
+    ``orphans`` are (object, kind, reason); ``skipped`` maps a reason to a count.
+    """
+    p = prefix.rstrip("/") + "/" if prefix else ""
+    rel = {o.key: o.key[len(p) :] for o in objects}
+    has_images_dir = any(r.startswith("images/") for r in rel.values())
+    images: dict[str, ObjectInfo] = {}
+    sidecars: dict[str, ObjectInfo] = {}
+    masks: dict[str, ObjectInfo] = {}
+    orphans: list[tuple[ObjectInfo, str, str]] = []
+    others: list[ObjectInfo] = []
+    skipped: Counter[str] = Counter()
+    for obj in objects:
+        r = rel[obj.key]
+        base = r.rsplit("/", 1)[-1]
+        if base.startswith("."):
+            skipped["hidden file"] += 1
+            continue
+        if r == "classes.json" or (r.startswith("masks/") and _suffix(r) == ".json"):
+            skipped["layout metadata"] += 1
+            continue
+        if r.startswith("masks/"):
+            masks[_stem(r[len("masks/") :])] = obj
+            continue
+        if has_images_dir and not r.startswith("images/"):
+            skipped["outside images/ and masks/"] += 1
+            continue
+        name = r[len("images/") :] if has_images_dir else r
+        if _suffix(name) == ".json":
+            sidecars[_stem(name)] = obj
+            continue
+        others.append(obj)
+        stem, rank = (
+            _stem(name),
+            IMAGE_SUFFIXES.index(_suffix(name)) if _suffix(name) in IMAGE_SUFFIXES else -1,
+        )
+        if rank >= 0:
+            # two images with one name (a.png, a.jpg): the first suffix of IMAGE_SUFFIXES is the
+            # image (it gets the mask and sidecar); the other is a duplicate id
+            held = images.get(stem)
+            if held is None or rank < IMAGE_SUFFIXES.index(_suffix(rel[held.key])):
+                images[stem] = obj
+    items: list[_Item] = []
+    rest: list[_Item] = []
+    claimed: set[str] = set()
+    for obj in others:
+        r = rel[obj.key]
+        name = r[len("images/") :] if has_images_dir else r
+        stem = _stem(name)
+        if _suffix(name) not in IMAGE_SUFFIXES or images.get(stem) is not obj:
+            # not an image suffix, or a second file with the same name (a.png and a.jpg):
+            # decoded by the worker to tell "wrong extension" / "not an image" / "duplicate id"
+            rest.append(_Item(obj, stem, None, None))
+            continue
+        claimed.add(stem)
+        items.append(_Item(obj, stem, masks.get(stem), sidecars.get(stem)))
+    items += rest  # after the paired images: a name clash quarantines the unpaired file
+    for stem, obj in sorted(masks.items()):
+        if stem not in claimed:
+            orphans.append((obj, "mask_without_image", f"{obj.key}: mask without an image"))
+    for stem, obj in sorted(sidecars.items()):
+        if stem not in claimed:
+            orphans.append(
+                (obj, "bad_sidecar", f"{obj.key}: sidecar JSON without an image ({stem}.*)")
+            )
+    return items, orphans, dict(skipped)
+
+
+class _Journal:
+    """Append-only JSON lines of finished objects; a torn last line (killed) is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.done[entry["key"]] = entry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a")  # closed by close()
+        self._lock = threading.Lock()
+
+    def add(self, outcome: _Outcome) -> None:
+        entry = {
+            "key": outcome.key,
+            "etag": outcome.etag,
+            "bucket": outcome.bucket,
+            "objects": outcome.objects,
+            "rows": outcome.rows,
+            "quarantine": [asdict(q) for q in outcome.quarantine],
+            "source_sha256": outcome.source_sha256,
+        }
+        with self._lock:
+            self._file.write(json.dumps(entry, sort_keys=True) + "\n")
+            self._file.flush()
+
+    def close(self, remove: bool) -> None:
+        self._file.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Context:
+    store: LocalStore | S3Store
+    domain: str
+    split: str
+    data_dir: Path
+    classes: tuple[str, ...]
+    channels: int
+    size: int
+    policy: str
+    masks_required: bool
+    prefix: str = ""  # keys' common prefix, left out of the quarantine copy's path
+
+
+def _quarantine(
+    ctx: _Context, key: str, data: bytes | None, kind: str, reason: str, etag: str
+) -> Quarantined:
+    if data is not None:
+        rel = key[len(ctx.prefix) :].lstrip("/") if key.startswith(ctx.prefix) else key
+        dest = ctx.data_dir / "quarantine" / ctx.domain / ctx.split / rel
+        write_bytes(dest, data)
+    return Quarantined(ctx.store.uri(key), reason, kind, etag)
+
+
+def _sidecar_fields(meta: dict[str, Any]) -> dict[str, str]:
+    out = {"part_ref": "", "camera": "", "acquired_at": ""}
+    for key, col in SIDECAR_COLUMNS.items():
+        if key in meta and not out[col]:
+            out[col] = str(meta[key])
+    for key in SIDECAR_TIME_KEYS:
+        if key in meta:
+            out["acquired_at"] = str(meta[key])
+            break
+    return out
+
+
+def _process(ctx: _Context, item: _Item) -> _Outcome:
+    """Fetch, check, fit and store one image (with its mask and sidecar). Runs in a worker."""
+    img_obj = item.image
+    n_objects = 1 + (item.mask is not None) + (item.sidecar is not None)
+    out = _Outcome(img_obj.key, img_obj.etag, "ingested", n_objects)
+    fetched: dict[str, bytes] = {}
+
+    def get(obj: ObjectInfo) -> bytes | None:
+        try:
+            data = ctx.store.read_bytes(obj.key)
+        except StorageError as exc:
+            out.quarantine.append(
+                Quarantined(ctx.store.uri(obj.key), f"{exc}", "fetch_failed", obj.etag)
+            )
+            return None
+        out.bytes += len(data)
+        fetched[obj.key] = data
+        return data
+
+    def reject_all(kind: str, reason: str) -> _Outcome:
+        out.bucket = "quarantined"
+        for obj in (img_obj, item.mask, item.sidecar):
+            if obj is not None and not any(
+                q.file == ctx.store.uri(obj.key) for q in out.quarantine
+            ):
+                why = reason if obj is img_obj else f"its image {img_obj.key}: {reason}"
+                out.quarantine.append(
+                    _quarantine(ctx, obj.key, fetched.get(obj.key), kind, why, obj.etag)
+                )
+        return out
+
+    data = get(img_obj)
+    if data is None:
+        return reject_all("fetch_failed", f"{img_obj.key}: could not be read")
+    out.source_sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        image = decode_image(data, img_obj.key, ctx.channels)
+    except BadFile as exc:
+        return reject_all(exc.kind, exc.reason)
+    h, w = image.shape[:2]
+    if ctx.policy == "tile" and min(h, w) < 8:
+        return reject_all("too_small", f"{img_obj.key}: {w}x{h} is too small to tile")
+    mask = None
+    if item.mask is not None:
+        mdata = get(item.mask)
+        if mdata is None:
+            return reject_all("fetch_failed", f"{item.mask.key}: could not be read")
+        try:
+            mask = decode_mask(mdata, item.mask.key, len(ctx.classes))
+        except BadFile as exc:
+            return reject_all(exc.kind, f"mask {exc.reason}")
+        if mask.shape != (h, w):
+            return reject_all(
+                "mask_size_mismatch",
+                f"{item.mask.key}: mask is {mask.shape[1]}x{mask.shape[0]}, its image is {w}x{h}",
+            )
+    elif ctx.masks_required:
+        return reject_all(
+            "image_without_mask",
+            f"{img_obj.key}: no mask masks/{item.name}.png (required in {ctx.domain}/{ctx.split})",
+        )
+    meta: dict[str, Any] = {}
+    if item.sidecar is not None:
+        sdata = get(item.sidecar)
+        try:
+            if sdata is None:
+                raise ValueError("could not be read")
+            meta = json.loads(sdata)
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            # the image is fine: keep it, quarantine only the sidecar
+            meta = {}
+            out.quarantine.append(
+                _quarantine(
+                    ctx,
+                    item.sidecar.key,
+                    sdata,
+                    "bad_sidecar",
+                    f"{item.sidecar.key}: sidecar JSON unusable ({exc}); image ingested without it",
+                    item.sidecar.etag,
+                )
+            )
+    side = _sidecar_fields(meta)
+    base_id = image_id_of(ctx.domain, ctx.split, item.name)
+    rel = Path("line") / ctx.domain / ctx.split
+    for piece in fit(image, mask, ctx.size, ctx.policy):
+        image_id = base_id + piece.suffix
+        img_bytes = encode_png(piece.image)
+        path = (rel / "images" / f"{image_id}.png").as_posix()
+        write_bytes(ctx.data_dir / path, img_bytes)
+        mask_rel, present = "", ""
+        if piece.mask is not None:
+            mask_rel = (rel / "masks" / f"{image_id}.png").as_posix()
+            write_bytes(ctx.data_dir / mask_rel, encode_png(piece.mask))
+            values = sorted(int(v) for v in np.unique(piece.mask) if v > 0)
+            present = ",".join(ctx.classes[v - 1] for v in values)
+        out.rows.append(
+            {
+                "image_id": image_id,
+                "path": path,
+                "mask_path": mask_rel,
+                "domain": ctx.domain,
+                "split": ctx.split,
+                "part_ref": side["part_ref"],
+                "width": ctx.size,
+                "height": ctx.size,
+                "channels": ctx.channels,
+                "sha256": hashlib.sha256(img_bytes).hexdigest(),
+                "defect_classes": present,
+                "n_defects": 0,
+                "n_nuisances": 0,
+                "source_uri": ctx.store.uri(img_obj.key),
+                "etag": img_obj.etag,
+                "source_sha256": out.source_sha256,
+                "orig_width": w,
+                "orig_height": h,
+                "mapping": piece.mapping.to_json(),
+                "camera": side["camera"],
+                "acquired_at": side["acquired_at"],
+                "sidecar": json.dumps(meta, sort_keys=True) if meta else "",
+            }
+        )
+    return out
+
+
+def _bounded(
+    pool: ThreadPoolExecutor, fn: Callable[[_Item], _Outcome], items: list[_Item], window: int
+) -> Iterator[_Outcome]:
+    """Results of fn over items with at most ``window`` in flight (completion order)."""
+    pending: set[Future[_Outcome]] = set()
+    it = iter(items)
+    for item in it:
+        pending.add(pool.submit(fn, item))
+        if len(pending) >= window:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for f in done:
+            yield f.result()
+
+
+def ingest_split(
+    params: Params,
+    store: LocalStore | S3Store,
+    prefix: str,
+    domain: str,
+    split: str,
+    data_dir: Path,
+    existing: pd.DataFrame,
+    masks_required: bool,
+    concurrency: int = 8,
+    progress: Progress | None = None,
+) -> tuple[BatchReport, list[dict[str, Any]], list[Quarantined]]:
+    """Ingest one (domain, split) from ``store`` under ``prefix``.
+
+    ``existing`` is the manifest so far (rows of earlier runs): their objects are not fetched
+    again. Returns (report, new manifest rows, quarantined files of this run).
+    """
+    start = time.perf_counter()
+    report = BatchReport(store.uri(prefix), domain, split)
+    listing = list(store.list(prefix.rstrip("/") + "/" if prefix else ""))
+    report.listed = len(listing)
+    items, orphans, skipped = plan(listing, prefix)
+    report.skipped.update(skipped)
+    ctx = _Context(
+        store,
+        domain,
+        split,
+        data_dir,
+        params.line.classes,
+        params.line.channels,
+        params.line.image_size,
+        params.line.resize,
+        masks_required,
+        prefix.rstrip("/") + "/" if prefix else "",
+    )
+    # what earlier runs already did: ingested (by source URI) and quarantined (by URI + etag)
+    existing = with_optional_columns(existing)
+    known = existing[existing["source_uri"] != ""].drop_duplicates("source_uri")
+    known_etag = dict(zip(known["source_uri"], known["etag"], strict=True))
+    known_sha = dict(zip(known["source_uri"], known["source_sha256"], strict=True))
+    known_ids = set(existing["image_id"])
+    report_path = data_dir / "quarantine" / "report.json"
+    old_quarantine = json.loads(report_path.read_text()) if report_path.exists() else []
+    quarantined_before = {(q["file"], q.get("etag", "")) for q in old_quarantine}
+
+    journal = _Journal(
+        data_dir
+        / "ingest"
+        / "journal"
+        / f"{hashlib.sha256(store.uri(prefix).encode()).hexdigest()[:16]}-{domain}-{split}.jsonl"
+    )
+    rows: list[dict[str, Any]] = []
+    bad: list[Quarantined] = []
+    sha_keys: dict[str, list[str]] = defaultdict(list)
+    done = 0
+
+    def tick(n: int, nbytes: int = 0) -> None:
+        nonlocal done
+        done += n
+        report.bytes_fetched += nbytes
+        if progress:
+            progress(done, report.listed, report.bytes_fetched)
+
+    tick(sum(skipped.values()))
+    for obj, kind, reason in orphans:
+        uri = store.uri(obj.key)
+        if (uri, obj.etag) in quarantined_before:
+            report.quarantined += 1
+        else:
+            data = store.read_bytes(obj.key)
+            bad.append(_quarantine(ctx, obj.key, data, kind, reason, obj.etag))
+            report.quarantined += 1
+            tick(0, len(data))
+        tick(1)
+
+    todo: list[_Item] = []
+    ids_seen: dict[str, str] = {}
+    for item in items:
+        uri = store.uri(item.image.key)
+        n_obj = 1 + (item.mask is not None) + (item.sidecar is not None)
+        if uri in known_etag:
+            if known_etag[uri] != item.image.etag:
+                # a new ETag (re-upload, multipart copy...): the same bytes are already present;
+                # new content under an ingested key is skipped, the first version stays
+                data = store.read_bytes(item.image.key)
+                tick(0, len(data))
+                if hashlib.sha256(data).hexdigest() != known_sha.get(uri):
+                    reason = "content changed after ingestion (the first version is kept)"
+                    report.skipped[reason] = report.skipped.get(reason, 0) + n_obj
+                    tick(n_obj)
+                    continue
+            report.already_present += n_obj
+            tick(n_obj)
+            continue
+        if (uri, item.image.etag) in quarantined_before:
+            report.quarantined += n_obj
+            tick(n_obj)
+            continue
+        entry = journal.done.get(item.image.key)
+        if entry is not None and entry["etag"] == item.image.etag:
+            report.resumed += 1
+            outcome = _Outcome(
+                entry["key"],
+                entry["etag"],
+                entry["bucket"],
+                entry["objects"],
+                entry["rows"],
+                [Quarantined(**q) for q in entry["quarantine"]],
+                entry["source_sha256"],
+            )
+            _account(report, outcome, rows, bad, sha_keys)
+            tick(outcome.objects)
+            continue
+        image_id = image_id_of(domain, split, item.name)
+        clash = ids_seen.get(image_id) or (image_id if image_id in known_ids else None)
+        if clash is not None:
+            data = store.read_bytes(item.image.key)
+            q = _quarantine(
+                ctx,
+                item.image.key,
+                data,
+                "duplicate_id",
+                f"{item.image.key}: image id {image_id} is already taken by "
+                f"{clash if clash != image_id else 'an earlier ingestion'}",
+                item.image.etag,
+            )
+            outcome = _Outcome(item.image.key, item.image.etag, "quarantined", 1, [], [q])
+            journal.add(outcome)
+            _account(report, outcome, rows, bad, sha_keys)
+            tick(1, len(data))
+            continue
+        ids_seen[image_id] = item.image.key
+        todo.append(item)
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest") as pool:
+        for outcome in _bounded(pool, lambda it: _process(ctx, it), todo, 2 * concurrency):
+            journal.add(outcome)
+            _account(report, outcome, rows, bad, sha_keys)
+            tick(outcome.objects, outcome.bytes)
+
+    # the same content under two keys (this run and earlier ones)
+    for sha, uris in zip(known["source_sha256"], known["source_uri"], strict=True):
+        if sha in sha_keys:
+            sha_keys[sha].append(uris)
+    report.duplicate_content = sorted(sorted(set(k)) for k in sha_keys.values() if len(set(k)) > 1)
+    report.images_stored = len(rows)
+    report.quarantine_kinds = dict(Counter(q.kind for q in bad))
+    report.seconds = time.perf_counter() - start
+    if not report.reconciles():
+        journal.close(remove=False)
+        raise IngestError(
+            f"{report.source}: reconciliation failed: listed {report.listed} != ingested "
+            f"{report.ingested} + quarantined {report.quarantined} + already present "
+            f"{report.already_present} + skipped {sum(report.skipped.values())}"
+        )
+    journal.close(remove=False)  # removed by the caller once the manifest is written
+    return report, rows, bad
+
+
+def _account(
+    report: BatchReport,
+    outcome: _Outcome,
+    rows: list[dict[str, Any]],
+    bad: list[Quarantined],
+    sha_keys: dict[str, list[str]],
+) -> None:
+    if outcome.bucket == "ingested":
+        # objects of this item: the image and mask count as ingested; a bad sidecar quarantined
+        n_bad_side = sum(1 for q in outcome.quarantine if q.kind == "bad_sidecar")
+        report.ingested += outcome.objects - n_bad_side
+        report.quarantined += n_bad_side
+        rows.extend(outcome.rows)
+        if outcome.rows:
+            sha_keys[outcome.source_sha256].append(outcome.rows[0]["source_uri"])
+    elif outcome.bucket == "quarantined":
+        report.quarantined += outcome.objects
+    elif outcome.bucket == "already_present":
+        report.already_present += outcome.objects
+    else:
+        reason = outcome.bucket.split(":", 1)[1]
+        report.skipped[reason] = report.skipped.get(reason, 0) + outcome.objects
+    bad.extend(outcome.quarantine)
+
+
+def journal_paths(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "ingest" / "journal").glob("*.jsonl"))
+
+
+def finish(
+    data_dir: Path,
+    manifest: Path,
+    rows: list[dict[str, Any]],
+    bad: list[Quarantined],
+    base: pd.DataFrame,
+) -> pd.DataFrame:
+    """Write the manifest (``base`` + ``rows``) and the quarantine report, then drop journals."""
+    report_path = data_dir / "quarantine" / "report.json"
+    old = json.loads(report_path.read_text()) if report_path.exists() else []
+    seen = {(q["file"], q.get("etag", "")) for q in old}
+    merged = old + [asdict(q) for q in bad if (q.file, q.etag) not in seen]
+    write_json(report_path, merged)
+    frames = [f for f in (with_optional_columns(base), pd.DataFrame(rows)) if not f.empty]
+    df = pd.concat(frames, ignore_index=True) if frames else with_optional_columns(base)
+    for col in INT_COLUMNS:
+        df[col] = df[col].astype("int64")
+    dup = df["image_id"][df["image_id"].duplicated()]
+    if not dup.empty:
+        raise IngestError(f"{manifest}: duplicate image ids {sorted(set(dup))[:10]}")
+    write_manifest(df, manifest)
+    for path in journal_paths(data_dir):
+        path.unlink(missing_ok=True)
+    return df
+
+
+def existing_manifest(manifest: Path) -> pd.DataFrame:
+    """The manifest so far, or an empty one."""
+    if manifest.exists():
+        return read_manifest(manifest, check_files=False)
+    from mentoring.data.manifest import COLUMNS, OPTIONAL_COLUMNS
+
+    return pd.DataFrame({c: [] for c in (*COLUMNS, *OPTIONAL_COLUMNS)})
+
+
+def ingest_batch(
+    params: Params,
+    source: str,
+    domain: str,
+    split: str,
+    data_dir: Path,
+    results_dir: Path,
+    masks_required: bool | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """``mentoring ingest``: add the objects of ``source`` to ``data_dir``'s manifest.
+
+    ``source`` is ``s3://bucket/prefix`` or a folder holding ``images/`` (and ``masks/``) or
+    images directly. ``masks_required`` None = required except in new/pool. Writes
+    ``<data>/manifests/line.parquet`` (existing rows kept), ``<data>/quarantine/report.json``
+    and ``<results>/metrics.json`` (the reconciled counts); returns the metrics.
+
+    Raises:
+        IngestError: unknown domain, unreadable source, or counts that do not reconcile.
+    """
+    from mentoring.line.ingest import open_line_source
+
+    if domain not in params.line.setups:
+        raise IngestError(
+            f"--domain {domain!r} is not a domain of line.setups ({sorted(params.line.setups)})"
+        )
+    if masks_required is None:
+        masks_required = (domain, split) != ("new", "pool")
+    store = open_line_source(params, source)
+    manifest = data_dir / "manifests" / "line.parquet"
+    base = existing_manifest(manifest)
+    try:
+        report, rows, bad = ingest_split(
+            params,
+            store,
+            "",
+            domain,
+            split,
+            data_dir,
+            base,
+            masks_required,
+            params.line.s3.concurrency,
+            progress,
+        )
+    except StorageError as exc:
+        raise IngestError(f"{source}: {exc}") from None
+    finish(data_dir, manifest, rows, bad, base)
+    metrics = report.to_dict()
+    metrics["manifest"] = str(manifest)
+    metrics["quarantine_report"] = str(data_dir / "quarantine" / "report.json")
+    metrics["resize"] = params.line.resize
+    metrics["quarantined_files"] = [asdict(q) for q in bad]
+    write_json(results_dir / "metrics.json", metrics)
+    return metrics
