@@ -353,6 +353,8 @@ def mvtec_items(root: Path, category: str) -> tuple[list[_Item], list[Skipped]]:
             items += [_Item(GOOD, p, f"{category}-{GOOD}-{p.stem}", None, None) for p in images]
             continue
         check_class_name(group, str(group_dir))
+        if group == TRAIN_GOOD:  # the name of the defect-free training group
+            raise FormatError(f"{group_dir}: a defect type cannot be named {TRAIN_GOOD!r}")
         for p in images:
             mask = truth / group / f"{p.stem}_mask.png"
             items.append(
