@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -255,3 +256,126 @@ def mlflow_server(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[str]:
         cwd=workdir,
     ) as url:
         yield url
+
+
+class FaultProxy:
+    """A reverse proxy on loopback that forwards to an S3 endpoint and injects faults.
+
+    A seeded share ``rate`` of requests gets one fault, in turn: a 503 ``SlowDown`` (throttling),
+    a 500 ``InternalError``, a connection reset before any response, or a body cut short after
+    its headers promised more. Everything else is forwarded as is. ``counts`` says what was
+    injected. Use as a context manager; it serves from a daemon thread and stops on exit.
+
+    Example:
+        with moto_s3_server() as s3, FaultProxy(s3, rate=0.2) as proxy:
+            client = boto3.client("s3", endpoint_url=proxy.url, ...)
+    """
+
+    FAULTS = ("throttle", "error500", "reset", "truncate")
+
+    def __init__(self, upstream: str, rate: float = 0.2, seed: int = 0, delay_s: float = 0.0):
+        import random
+        import threading
+        from urllib.parse import urlparse
+
+        self.upstream = urlparse(upstream)
+        self.rate = rate
+        self.delay_s = delay_s
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._turn = 0
+        self.counts: dict[str, int] = {f: 0 for f in self.FAULTS} | {"forwarded": 0}
+        self._server: Any = None
+        self.url = ""
+
+    def _pick(self) -> str | None:
+        with self._lock:
+            if self._random.random() >= self.rate:
+                self.counts["forwarded"] += 1
+                return None
+            fault = self.FAULTS[self._turn % len(self.FAULTS)]
+            self._turn += 1
+            self.counts[fault] += 1
+            return fault
+
+    def __enter__(self) -> FaultProxy:
+        import http.client
+        import http.server
+        import struct
+        import threading
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _error(self, status: int, code: str) -> None:
+                body = (
+                    f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                    f"<Message>injected by FaultProxy</Message></Error>"
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy.delay_s:
+                    time.sleep(proxy.delay_s)
+                fault = proxy._pick()
+                if fault == "throttle":
+                    return self._error(503, "SlowDown")
+                if fault == "error500":
+                    return self._error(500, "InternalError")
+                if fault == "reset":
+                    # RST instead of FIN: the client sees "connection reset by peer"
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    return
+                up = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=60
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                up.request(self.command, self.path, body=body, headers=headers)
+                resp = up.getresponse()
+                data = resp.read()
+                up.close()
+                cut = fault == "truncate" and self.command == "GET" and len(data) > 16
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data[: len(data) // 2] if cut else data)
+                if cut:
+                    self.close_connection = True
+                elif fault == "truncate":
+                    with proxy._lock:  # nothing to cut (not a GET): count it as forwarded
+                        proxy.counts["truncate"] -= 1
+                        proxy.counts["forwarded"] += 1
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that drops its side after a fault is expected, not news
+
+        self._server = Server((HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://{HOST}:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

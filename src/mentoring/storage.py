@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,11 +203,34 @@ class S3Store:
             raise self._error(exc, prefix) from exc
 
     def read_bytes(self, key: str) -> bytes:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            return bytes(body.read())
-        except Exception as exc:
-            raise self._error(exc, key) from exc
+        """The object's bytes. botocore retries the request; a body cut short while streaming
+        (which botocore does not retry: the response had already arrived) is fetched again, up to
+        ``max_attempts`` times with backoff."""
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+
+        streaming = (
+            IncompleteReadError,
+            ResponseStreamingError,
+            ReadTimeoutError,
+            ConnectionClosedError,
+        )
+        attempts = int(self.client.meta.config.retries.get("total_max_attempts", 0)) or 5
+        for attempt in range(1, attempts + 1):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+                return bytes(body.read())
+            except streaming as exc:
+                if attempt == attempts:
+                    raise self._error(exc, key) from exc
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+            except Exception as exc:
+                raise self._error(exc, key) from exc
+        raise AssertionError("unreachable")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """One PUT: S3 makes an object visible only once it is complete (atomic)."""

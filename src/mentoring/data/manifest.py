@@ -78,7 +78,10 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(f"{path}: manifest lacks columns {missing}")
-    df = with_optional_columns(df).sort_values("image_id").reset_index(drop=True)
+    df = with_optional_columns(df)
+    known = [*COLUMNS, *OPTIONAL_COLUMNS]
+    df = df[known + [c for c in df.columns if c not in known]]  # one column order everywhere
+    df = df.sort_values("image_id").reset_index(drop=True)
     write_with(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
