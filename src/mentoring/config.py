@@ -193,16 +193,27 @@ class LineParams(_Section):
 
 
 class ValidateParams(_Section):
-    """Data validation (great-expectations suites) of the manifest and the operator feedback."""
+    """Data validation (great-expectations suites): manifest, ingested batches, acquisition
+    drift, operator feedback, evaluation metrics (docs/validation.md)."""
 
     defect_rate: tuple[float, float] = (0.1, 0.5)  # band [low, high] of each domain's defect rate
     defect_rate_by_domain: dict[str, tuple[float, float]] = Field(
         default_factory=dict
     )  # per-domain bands that replace `defect_rate`, e.g. {new: [0.05, 0.6]}
     max_examples: int = Field(5, ge=1)  # unexpected values shown per failed expectation
+    drift_reference: str = "original/train"  # <domain>/<split> whose images are the reference
+    drift_tolerance: float = Field(0.25, ge=0)  # drift band: reference percentile +- this x
+    # the reference's 10-90 percentile range (per acquisition statistic; a warning beyond it)
+    stats_batch_size: int = Field(256, ge=1)  # images decoded at once for those statistics
 
     @model_validator(mode="after")
     def _bands(self) -> ValidateParams:
+        domain, sep, split = self.drift_reference.partition("/")
+        if not (domain and sep and split) or "/" in split:
+            raise ValueError(
+                f"drift_reference must be <domain>/<split>, e.g. original/train, "
+                f"got {self.drift_reference!r}"
+            )
         named = {"defect_rate": self.defect_rate}
         named |= {f"defect_rate_by_domain.{d}": b for d, b in self.defect_rate_by_domain.items()}
         for name, (low, high) in named.items():
@@ -213,6 +224,12 @@ class ValidateParams(_Section):
     def defect_band(self, domain: str) -> tuple[float, float]:
         """The defect-rate band of ``domain``: its own, or the global one."""
         return self.defect_rate_by_domain.get(domain, self.defect_rate)
+
+    @property
+    def reference(self) -> tuple[str, str]:
+        """``drift_reference`` as (domain, split)."""
+        domain, _, split = self.drift_reference.partition("/")
+        return domain, split
 
 
 class ModelParams(_Section):

@@ -139,11 +139,15 @@ _STAGES = (
     ),
     StageSpec(
         "validate",
-        params=("line.image_size", "line.classes", "line.setups", "validate"),
+        params=("line.image_size", "line.channels", "line.classes", "line.setups", "validate"),
         inputs={"manifest": MANIFEST},
         outputs={"results": "results/validate"},
-        help="Check the line manifest (great-expectations): ids, sizes, checksums, defect rates.",
-        option_help={"results": "Where manifest.json (full results) and metrics.json go."},
+        help="Check the line manifest (great-expectations): ids, sizes, checksums, defect rates; "
+        "warn of acquisition drift (brightness, contrast, sharpness) from the reference split.",
+        option_help={
+            "results": "Where manifest.json, drift.json (full results), data_docs/ (HTML) and "
+            "metrics.json go."
+        },
     ),
     StageSpec(
         "train_baseline",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,13 +45,55 @@ def _broken_copy(manifest: Path, tmp_path: Path) -> Path:
     return path
 
 
-def test_generated_line_passes(params: Params, line: Path, tmp_path: Path) -> None:
-    metrics = validate.run(params, line, tmp_path / "validate")
-    assert metrics == {"n_images": 112, "n_expectations": 17, "n_failed": 0, "success": True}
-    assert json.loads((tmp_path / "validate/metrics.json").read_text()) == metrics
-    saved = json.loads((tmp_path / "validate/manifest.json").read_text())
-    assert saved["success"] is True and saved["failures"] == []
-    assert set(saved["results"]) == {"manifest", "manifest_classes"}
+def test_generated_line_passes_and_warns_of_the_new_domains_drift(
+    params: Params, line: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = tmp_path / "validate"
+    with caplog.at_level(logging.WARNING, logger="mentoring.stages.validate"):
+        metrics = validate.run(params, line, results)
+    assert metrics == {
+        "n_images": 112,
+        "n_expectations": 24 + 3 * 6,  # the manifest suite; 3 batches x 3 statistics x 2
+        "n_failed": 0,
+        "n_warnings": metrics["n_warnings"],
+        "success": True,
+        "n_drifted": 2,
+        # the tiny line measures as the demo line: another camera and lighting in `new`
+        "drift": {"new/eval": True, "new/pool": True, "original/eval": False},
+    }
+    assert metrics["n_warnings"] >= 4  # at least brightness median and percentiles, x 2
+    assert json.loads((results / "metrics.json").read_text()) == metrics
+    saved = json.loads((results / "manifest.json").read_text())
+    assert saved["success"] is True and saved["failures"] == [] and saved["warnings"] == []
+    assert set(saved["results"]) == {"manifest", "manifest_classes", "manifest_sources"}
+
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert message.count("acquisition drift: ") == 2 and "original/eval" not in message
+    assert "new/pool (32 images) differs from original/train (48 images, tolerance 0.25)" in (
+        message
+    )
+    assert "\n  brightness: p10 " in message and ", p50 " in message
+
+    drift = json.loads((results / "drift.json").read_text())
+    assert drift["reference"] == "original/train" and drift["n_reference"] == 48
+    assert drift["drifted"] == ["new/eval", "new/pool"]
+    brightness = drift["batches"]["new/pool"]["statistics"]["brightness"]["percentiles"]["p50"]
+    low, high = brightness["allowed"]
+    assert brightness["batch"] > high > brightness["reference"] > low  # brighter
+    assert drift["suite"]["success"] is True and drift["suite"]["n_failed"] == 0
+
+    pages = {p.stem for p in (results / "data_docs" / "validations").rglob("*.html")}
+    assert (results / "data_docs" / "index.html").exists()
+    assert pages == {
+        "manifest",
+        "manifest_classes",
+        "manifest_sources",
+        "drift_original_eval",
+        "drift_new_pool",
+        "drift_new_eval",
+    }
 
 
 def test_broken_manifest_fails_after_writing_results(
@@ -62,12 +105,16 @@ def test_broken_manifest_fails_after_writing_results(
         validate.run(params, broken, results)
     msg = str(exc.value)
     duplicated = read_manifest(broken, check_files=False)["image_id"].iloc[2]
-    assert "manifest validation failed: 2 of 17 expectations" in msg
+    assert "manifest validation failed: 2 of 24 expectations" in msg
     assert f"'{duplicated}'" in msg and "64 (image_id=" in msg
     assert str(results / "manifest.json") in msg
     metrics = json.loads((results / "metrics.json").read_text())
     assert metrics["success"] is False and metrics["n_failed"] == 2
+    assert metrics["n_drifted"] == 0 and metrics["drift"] == {}
     assert json.loads((results / "manifest.json").read_text())["n_failed"] == 2
+    drift = json.loads((results / "drift.json").read_text())
+    assert drift["skipped"] == "the manifest failed its suite"
+    assert (results / "data_docs" / "index.html").exists()
 
 
 def _tasks_and_feedback(manifest: Path, root: Path, area_id: str) -> tuple[Path, Path]:
@@ -130,6 +177,8 @@ def test_cli_validate(line: Path, tmp_path: Path) -> None:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     ok = mentoring(tmp_path, "validate", "-S", "base.profile=tiny", "--manifest", str(line))
     assert (tmp_path / "results/validate/manifest.json").exists(), ok.stdout
+    assert (tmp_path / "results/validate/data_docs/index.html").exists()
+    assert "acquisition drift: new/eval" in ok.stderr
     broken = _broken_copy(line, tmp_path / "broken")
     proc = mentoring(tmp_path, "validate", "--manifest", str(broken), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
