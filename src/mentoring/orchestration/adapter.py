@@ -187,18 +187,17 @@ def html_page(images: list[Path], path: Path, title: str) -> None:
 
 def publish(path: Path, s3_uri: str) -> str:
     """Copy ``path`` under ``s3://bucket/prefix`` as ``<prefix>/<sha256[:12]>/<name>``; return
-    the object's URI. Endpoint and credentials come from the standard AWS chain
-    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``..., a profile or an instance role)."""
-    import boto3
-    from botocore.config import Config
+    the object's URI. Through the storage layer (:mod:`mentoring.storage`): endpoint and
+    credentials from the standard AWS chain (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``...,
+    a profile or an instance role), adaptive retries."""
+    from mentoring.storage import is_s3, open_store
 
-    if not s3_uri.startswith("s3://"):
+    if not is_s3(s3_uri):
         raise ValueError(f"{s3_uri!r}: expected s3://bucket/prefix")
-    bucket, _, prefix = s3_uri[len("s3://") :].partition("/")
-    key = "/".join(p for p in (prefix.strip("/"), sha256_file(path)[:12], path.name) if p)
-    s3 = boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "adaptive"}))
-    s3.upload_file(str(path), bucket, key)
-    return f"s3://{bucket}/{key}"
+    key = f"{sha256_file(path)[:12]}/{path.name}"
+    store = open_store(s3_uri)
+    store.write_bytes(key, path.read_bytes())
+    return store.uri(key)
 
 
 def pipeline_value(params: Params) -> dict[str, Any]:
