@@ -43,8 +43,8 @@ table1: $(STAMP)  ## the Table 1 experiment over 3 seeds (about 40 min on 2 core
 	$(BIN)/mentoring line generate
 	$(BIN)/mentoring experiment table1 --seeds 3 --workdir results/table1-3seeds/work --out results/table1-3seeds
 
-test: $(STAMP)  ## fast test suite (everything but slow/gpu/browser tests)
-	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+test: $(STAMP)  ## fast test suite (everything but slow/gpu/browser/labelstudio tests)
+	$(PY) -m pytest -m "not slow and not gpu and not labelstudio" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)  ## the long tests only
 	$(PY) -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
@@ -72,3 +72,24 @@ image-test: $(STAMP)  ## build the CPU image with podman and run a component's c
 
 clean:  ## remove generated data, models, results and the MLflow store (keeps .venv, data/feedback)
 	rm -rf data/line data/manifests data/mining data/mentor models results mlflow.db mlartifacts dvc_plots
+
+# Label Studio lives in its own venv: about 1 GB of a Django application's pinned dependencies,
+# kept out of the project's; the round-trip test starts it as a real server on loopback
+# (docs/labelstudio.md)
+LS_PYTHON ?= python3.11
+LS_VENV ?= .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+
+.PHONY: labelstudio-venv test-labelstudio
+
+$(LS_STAMP):
+	@test -x $(LS_VENV)/bin/python || $(LS_PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	# label-studio pins its SDK (1.23.2: label-studio-sdk 2.1.2)
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==1.23.*' label-studio-sdk
+	@touch $(LS_STAMP)
+
+labelstudio-venv: $(LS_STAMP)  ## the Label Studio server in .venv-labelstudio (~1 GB, ~2 min)
+
+test-labelstudio: $(STAMP) $(LS_STAMP)  ## the Label Studio round trip against a real server
+	$(PY) -m pytest -m labelstudio $(PYTEST_ARGS)

@@ -33,8 +33,9 @@ from mentoring.formats.labelstudio import (
 )
 from mentoring.io import sha256_file
 
-console = Console(stderr=True)
-out = Console()
+# one line per message, unwrapped: the summaries are read by people and by scripts
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def export_labelstudio(
@@ -120,6 +121,6 @@ def import_labelstudio(
         f"{summary.n_items} images from {summary.n_tasks} tasks: {summary.n_confirmed} areas "
         f"confirmed ({summary.n_corrected} with a corrected class), {summary.n_rejected} "
         f"rejected, {summary.n_drawn} drawn, {summary.n_healthy_images} images flagged healthy; "
-        f"{summary.n_unannotated} tasks without annotation, {summary.n_skipped} skipped "
-        f"-> {escape(str(out_path))}"
+        f"{summary.n_unannotated} tasks without annotation, {summary.n_skipped} skipped, "
+        f"{summary.n_not_in_export} exported images not in this export -> {escape(str(out_path))}"
     )

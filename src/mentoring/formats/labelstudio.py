@@ -34,9 +34,10 @@ ignored) gives one feedback item:
 Deleted regions count as rejected only when the annotation started from the prediction (it
 carries a parent prediction, the embedded prediction, or a predicted region id); an annotation
 drawn from scratch leaves the predicted areas unanswered, and the import says how many did. Tasks
-without an annotation give no item (counted). An image id or a region id of ours that the mapping
-does not know, a label that is no class, or a result of an unknown control is an error naming the
-export, the task and the ids.
+without an annotation give no item (counted, and so are the exported images the export lacks:
+Label Studio exports only annotated tasks unless asked for all). An image id or a region id of
+ours that the mapping does not know, a label that is no class, or a result of an unknown control
+is an error naming the export, the task and the ids.
 
 Example:
     >>> tasks = read_tasks("data/mining/tasks.json")                         # doctest: +SKIP
@@ -423,6 +424,7 @@ class ImportSummary:
     n_tasks: int = 0
     n_items: int = 0
     n_unannotated: int = 0  # tasks with no annotation: no item
+    n_not_in_export: int = 0  # exported images with no task in the export (not annotated yet)
     n_skipped: int = 0  # tasks whose annotations were all skipped (cancelled): no item
     n_confirmed: int = 0
     n_corrected: int = 0
@@ -667,6 +669,8 @@ def import_annotations(
         )
     items.sort(key=lambda it: (it.image_id, it.timestamp))
     summary.n_items = len(items)
+    in_export = {str(t.data.get("image_id", "")) for t in tasks}
+    summary.n_not_in_export = len(set(mapping.images) - in_export)
     return FeedbackFile(tasks_sha256=mapping.tasks_sha256, items=items), summary
 
 

@@ -519,6 +519,7 @@ def test_latest_annotation_wins_and_skipped_tasks_give_no_item(
     (item,) = fb.items
     assert [(v.area_id, v.verdict) for v in item.areas] == [("img-t/scratch/0", "defect")]
     assert (summary.n_skipped, summary.n_unannotated, summary.n_items) == (1, 0, 1)
+    assert summary.n_not_in_export == 1  # img-p has no task in this export
 
 
 def test_drawn_box_outside_the_tile_is_reported_not_imported(
