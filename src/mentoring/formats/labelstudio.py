@@ -77,7 +77,14 @@ from mentoring.feedback.schema import (
     dump,
 )
 from mentoring.io import write_bytes, write_json
-from mentoring.storage import LocalStore, S3Store, StorageError, open_store, sha256_bytes
+from mentoring.storage import (
+    LocalStore,
+    S3Store,
+    StorageError,
+    is_s3,
+    open_store,
+    sha256_bytes,
+)
 
 #: names of the labeling config's controls (the import reads results by these names)
 IMAGE, LABEL, VERDICT, IMAGE_VERDICT = "image", "label", "verdict", "image_verdict"
@@ -364,8 +371,10 @@ def write_export(
     Label Studio S3 import storage reads). Returns every location written.
 
     Raises:
-        LabelStudioError: an upload failed (naming the object).
+        LabelStudioError: ``s3_prefix`` is no ``s3://`` URI, or an upload failed (naming it).
     """
+    if s3_prefix and not is_s3(s3_prefix):
+        raise LabelStudioError(f"--s3-prefix {s3_prefix!r} must be an s3://bucket/prefix URI")
     mapping = export.mapping.model_dump(mode="json", by_alias=True)
     write_json(out_dir / TASKS_FILE, export.tasks)
     write_bytes(out_dir / CONFIG_FILE, export.config.encode())

@@ -427,6 +427,10 @@ def test_export_writes_three_files_that_read_back(
     assert (tmp_path / "ls/config.xml").read_text() == labeling_config(CLASSES)
     mapping = read_mapping(tmp_path / "ls/mapping.json")
     assert mapping == exported.mapping
+    with pytest.raises(LabelStudioError, match="s3://bucket/prefix"):
+        write_export(exported, tmp_path / "ls2", s3_prefix="plant-bucket/round-1")
+    with pytest.raises(LabelStudioError, match=r"nowhere/mapping\.json: not found"):
+        read_mapping(tmp_path / "nowhere/mapping.json")
     p = mapping.images["img-p"]
     assert (p.shown, p.shown_size, p.stored_size) == ("original", (64, 48), (SIZE, SIZE))
     assert p.to_mapping() == PAD
