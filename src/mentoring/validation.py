@@ -238,7 +238,7 @@ def _with_optional(df: pd.DataFrame) -> pd.DataFrame:
 
 def _classes_frame(df: pd.DataFrame) -> pd.DataFrame:
     """One row per image and listed defect class (a healthy image, "", has none)."""
-    classes = df["defect_classes"].fillna("")
+    classes = df["defect_classes"].fillna("").astype(str)
     # inside a list, an empty piece ("a,,b") is kept: the suite reports it
     listed = df.loc[classes != "", ["image_id"]].assign(
         defect_class=classes[classes != ""].str.split(",")
@@ -299,6 +299,8 @@ def batch_frames(batch: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, pd.Da
         with the batch: ids and checksums are unique there, not only within the batch) and
         ``batch_sources`` (the source objects of the manifest with the batch).
     """
+    if batch.empty:  # nothing ingested: `pd.DataFrame([])` has no columns at all
+        batch = batch.reindex(columns=list(dict.fromkeys([*manifest.columns, *batch.columns])))
     merged = merged_rows(batch, manifest)
     return {
         "batch": _with_optional(batch),
@@ -1091,7 +1093,8 @@ def validate_ingested(
     The contract with the ingestion command (which calls it once, at the end of a run):
 
     - ``batch_df``: the manifest rows this run added (the manifest's columns; optional columns
-      may be missing). Empty when nothing was ingested: the suites then pass, no drift.
+      may be missing). Empty (even without columns) when nothing was ingested: the suites then
+      pass, and no drift is measured.
     - ``manifest_df``: the manifest, read before *or* after the batch was written into it: a
       row in both (same ``image_id``, ``path`` and ``sha256``) counts once.
     - ``data_root``: the folder the rows' ``path`` are relative to (holds ``line/``).

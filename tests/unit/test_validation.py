@@ -578,6 +578,21 @@ def test_good_metrics_pass(params: Params) -> None:
     assert list(frame.columns) == ["domain", "class", "metric", "value"]
 
 
+def test_the_evaluation_metrics_format_passes(params: Params) -> None:
+    """What evaluation.area_metrics returns (the evaluate stage's metrics.json per domain)."""
+    from mentoring.evaluation import area_metrics
+
+    rng = np.random.default_rng(0)
+    targets = (rng.random((4, 6, 4, 4)) < 0.1).astype(np.uint8)
+    targets[:, 5] = 0  # a class without positives: AP None
+    probs = rng.random(targets.shape).astype(np.float32)
+    metrics = {"domains": {"new": area_metrics(probs, targets, params.line.classes)}}
+    assert metrics["domains"]["new"]["per_class"]["chip"]["ap"] is None
+    result = check_metrics(params, metrics)
+    assert result.success, result.report()
+    assert len(metrics_frames(metrics)["metrics"]) == 6 + 6 * 3 - 1
+
+
 def test_nan_and_out_of_range_metrics_fail(params: Params, tmp_path: Path) -> None:
     metrics = _metrics()
     domains = metrics["domains"]
@@ -806,8 +821,11 @@ def test_validate_ingested_of_no_rows(
     small_line: tuple[Path, pd.DataFrame, pd.DataFrame], tmp_path: Path
 ) -> None:
     root, manifest, batch = small_line
-    summary = validate_ingested(batch.iloc[:0], manifest, root, SMALL, tmp_path)
-    assert summary["success"] is True and summary["n_images"] == 0 and summary["drifted"] == {}
+    for nothing in (batch.iloc[:0], pd.DataFrame([])):  # the latter: no columns either
+        summary = validate_ingested(nothing, manifest, root, SMALL, tmp_path)
+        assert summary["success"] is True, summary["report"]
+        assert summary["n_images"] == 0 and summary["drifted"] == {}
+        assert "not measured: no image ingested" in summary["report"]
 
 
 def test_drift_params_are_checked() -> None:
