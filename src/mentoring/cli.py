@@ -309,6 +309,14 @@ def ingest_cmd(
         f"{m['images_stored']} image(s) stored, {_size(m['bytes_fetched'])} fetched in "
         f"{m['seconds']:.1f} s; manifest: {m['manifest']}  metrics: {results / 'metrics.json'}"
     )
+    v = m["validation"]
+    for line in v["warnings"][:20]:
+        console.print(f"[yellow]warning:[/] {escape(line)}")
+    for line in v["failures"][:20]:
+        console.print(f"[bold red]failed:[/] {escape(line)}")
+    out.print(f"validation: {v['data_docs'] or results / 'validate'}")
+    if not v["success"]:
+        raise typer.Exit(1)
 
 
 @line_app.command("preview")

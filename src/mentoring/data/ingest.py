@@ -687,8 +687,10 @@ def ingest_batch(
 
     ``source`` is ``s3://bucket/prefix`` or a folder holding ``images/`` (and ``masks/``) or
     images directly. ``masks_required`` None = required except in new/pool. Writes
-    ``<data>/manifests/line.parquet`` (existing rows kept), ``<data>/quarantine/report.json``
-    and ``<results>/metrics.json`` (the reconciled counts); returns the metrics.
+    ``<data>/manifests/line.parquet`` (existing rows kept), ``<data>/quarantine/report.json``,
+    ``<results>/metrics.json`` (the reconciled counts and the validation summary) and
+    ``<results>/validate/`` (the batch and acquisition-drift suites on the rows just ingested:
+    JSON and Data Docs, :func:`mentoring.validation.validate_ingested`); returns the metrics.
 
     Raises:
         IngestError: unknown domain, unreadable source, or counts that do not reconcile.
@@ -719,8 +721,19 @@ def ingest_batch(
         )
     except StorageError as exc:
         raise IngestError(f"{source}: {exc}") from None
-    finish(data_dir, manifest, rows, bad, base)
+    full = finish(data_dir, manifest, rows, bad, base)
+    from mentoring.validation import validate_ingested
+
+    checked = validate_ingested(
+        pd.DataFrame(rows), full, data_dir, params, results_dir / "validate"
+    )
     metrics = report.to_dict()
+    metrics["validation"] = {
+        k: checked[k]
+        for k in ("success", "n_expectations", "n_failed", "n_warnings", "failures", "warnings")
+    }
+    metrics["validation"]["drifted"] = checked["drifted"]
+    metrics["validation"]["data_docs"] = str(checked["files"].get("data_docs", ""))
     metrics["manifest"] = str(manifest)
     metrics["quarantine_report"] = str(data_dir / "quarantine" / "report.json")
     metrics["resize"] = params.line.resize
