@@ -16,7 +16,8 @@ def mine(
     """The ``mine`` stage: the deployed model picks the pool images operators should see.
 
     ``tasks`` holds ``tasks.json`` (the operators' work list); with ``s3_uri``
-    (``s3://bucket/prefix``) it is also copied there, under the task file's sha256.
+    (``s3://bucket/prefix``) it is also copied there, under the task file's sha256, with the
+    Label Studio tasks, labeling config and mapping under ``<sha256[:12]>/labelstudio/``.
     """
     from pathlib import Path
 
@@ -37,4 +38,19 @@ def mine(
     tasks.metadata.update(adapter.file_metadata(out, model=name, n_images=m.get("n_mined", 0)))
     if s3_uri:
         tasks.metadata["published"] = adapter.publish(out, s3_uri)
+        # the same tasks as Label Studio tasks (detected areas as editable predictions) under
+        # <s3_uri>/<sha256[:12]>/labelstudio/: tasks/ for a Label Studio S3 import storage,
+        # config.xml and mapping.json (for `mentoring mentor import-labelstudio`) beside it
+        from mentoring.data.manifest import read_manifest
+        from mentoring.feedback.schema import read_tasks
+        from mentoring.formats.labelstudio import export_tasks, write_export
+
+        sha = tasks.metadata["sha256"]
+        manifest = adapter.manifest_of(root)
+        export = export_tasks(
+            read_tasks(out), read_manifest(manifest, check_files=False), root, sha
+        )
+        prefix = f"{s3_uri.rstrip('/')}/{sha[:12]}/labelstudio"
+        write_export(export, adapter.scratch("labelstudio"), s3_prefix=prefix)
+        tasks.metadata["labelstudio"] = prefix
     adapter.log_metrics(metrics, m)

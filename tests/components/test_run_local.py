@@ -26,18 +26,19 @@ REPO = Path(__file__).resolve().parents[2]
 STRATEGIES = ["scratch", "transfer+omnia"]
 
 
+OVERRIDES: dict[str, Any] = {
+    "base.profile": "tiny",
+    "train_baseline.epochs": 2,
+    "train.epochs": 1,
+    "train.strategies": STRATEGIES,
+    "evaluate.n_examples": 2,
+    "mine.threshold": 0.01,  # a 2-epoch model detects little at 0.5
+}
+
+
 def _params(work: Path) -> Params:
     return load_params(
-        REPO / "params.yaml",
-        {
-            "base.profile": "tiny",
-            "train_baseline.epochs": 2,
-            "train.epochs": 1,
-            "train.strategies": STRATEGIES,
-            "evaluate.n_examples": 2,
-            "mine.threshold": 0.01,  # a 2-epoch model detects little at 0.5
-            "tracking.uri": f"sqlite:///{work / 'mlflow.db'}",
-        },
+        REPO / "params.yaml", {**OVERRIDES, "tracking.uri": f"sqlite:///{work / 'mlflow.db'}"}
     )
 
 
@@ -126,10 +127,27 @@ def test_mining_publishes_tasks(
     params, root = retrained
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, **aws_client_kwargs())
     s3.create_bucket(Bucket="plant-mining")
+    # the plant's line lives in S3: the ingest component reads it through the storage layer
+    from mentoring.line.generate import generate_line
+
+    generate_line(params, root.parent / "line-src")
+    for path in sorted((root.parent / "line-src" / "line").rglob("*.png")):
+        rel = path.relative_to(root.parent / "line-src" / "line").as_posix()
+        s3.put_object(Bucket="plant-mining", Key=f"line/{rel}", Body=path.read_bytes())
+    params = load_params(
+        REPO / "params.yaml",
+        {
+            **OVERRIDES,
+            "tracking.uri": params.tracking.uri,
+            "line.source": "s3",
+            "line.s3.uri": "s3://plant-mining/line",
+        },
+    )
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the tasks' standard AWS chain
     run = submit.run_local(
         "mining", params, root.parent / "mining", ["tasks_s3_uri=s3://plant-mining/tasks"]
     )
+
     print(f"mining pipeline, run locally: {run.seconds:.0f} s")
     tasks_dir = _task_dir(run.root, "mine") / "tasks"
     tasks = json.loads((tasks_dir / "tasks.json").read_text())
@@ -137,9 +155,21 @@ def test_mining_publishes_tasks(
         params.tracking.registered_model, "champion"
     )
     assert tasks["model"]["name"] == f"models:/{params.tracking.registered_model}@champion"
-    (obj,) = s3.list_objects_v2(Bucket="plant-mining", Prefix="tasks/")["Contents"]
-    body = s3.get_object(Bucket="plant-mining", Key=obj["Key"])["Body"].read()
+    assert all(i.startswith("new-pool-new-pool-") for i in [t["image_id"] for t in tasks["images"]])
+    keys = sorted(
+        o["Key"] for o in s3.list_objects_v2(Bucket="plant-mining", Prefix="tasks/")["Contents"]
+    )
+    sha12 = keys[0].split("/")[1]
+    assert keys == [
+        f"tasks/{sha12}/labelstudio/config.xml",
+        f"tasks/{sha12}/labelstudio/mapping.json",
+        f"tasks/{sha12}/labelstudio/tasks/tasks.json",
+        f"tasks/{sha12}/tasks.json",
+    ]
+    body = s3.get_object(Bucket="plant-mining", Key=f"tasks/{sha12}/tasks.json")["Body"].read()
     assert body == (tasks_dir / "tasks.json").read_bytes()
+    ls_tasks = json.loads(s3.get_object(Bucket="plant-mining", Key=keys[2])["Body"].read())
+    assert [t["data"]["image_id"] for t in ls_tasks] == [t["image_id"] for t in tasks["images"]]
     fetched = json.loads((_task_dir(run.root, "fetch-model") / "executor_output.json").read_text())
     meta = fetched["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert meta["version"] == str(champion.version)  # the champion mined...
