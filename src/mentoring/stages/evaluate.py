@@ -2,7 +2,8 @@
 
 Reads ``base``, ``line`` (classes, coverage), ``model.stride`` and ``evaluate``; writes
 ``<results>/metrics.json`` (one entry per domain) and ``<results>/plots/pr_<domain>.png``,
-``<results>/plots/predictions_<domain>.png``.
+``<results>/plots/predictions_<domain>.png``, and ``<results>/validation.json`` (the metrics
+suite: every rate in [0, 1], no NaN; a failure stops the stage).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mentoring.io import write_json
 from mentoring.registry import open_model
 from mentoring.runtime import setup_torch
 from mentoring.tracking import Tracker
+from mentoring.validation import validate_metrics
 
 
 def run(
@@ -68,6 +70,8 @@ def run(
                 results_dir / "plots" / f"predictions_{domain}.png",
             )
     write_json(results_dir / "metrics.json", metrics)
+    # every rate in [0, 1], no NaN: a broken evaluation must not reach the promotion gate
+    validate_metrics(params, metrics, results_dir / "validation.json")
     if tracker is not None:
         run_id = tracker.variant_run(name)
         tracker.log_params(run_id, {"evaluate": cfg.model_dump(mode="json")})
