@@ -1,8 +1,7 @@
 """``mentoring import ...`` and ``mentoring export ...``: MVTec AD, VisA and COCO in, COCO out.
 
-The commands only parse options and print; the work is in :mod:`mentoring.formats`. This module
-imports nothing from ``mentoring.cli`` (the architecture test allows that to ``cli.py`` and
-``cli_kfp.py`` only): it has its own console, progress bar and error handler, the same style.
+The commands only parse options and print; the work is in :mod:`mentoring.formats`. Like
+``cli_kfp``, this adapter shares ``mentoring.cli``'s console, progress bar and error handler.
 
 Example:
     mentoring import mvtec ~/mvtec_ad --category bottle --out data/ingest --domain original
@@ -12,32 +11,19 @@ Example:
         --feedback data/feedback/op1.json --out results/coco/gt.json
 """
 
-import functools
 import json
-import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from mentoring.cli import _bar, _friendly, _md, console, out
 from mentoring.io import write_json
-
-console = Console(stderr=True)
-out = Console()
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _md(text: str) -> str:
-    """Help text for the markdown renderer: ``<out>`` shown, not taken for an HTML tag."""
-    return text.replace("<", "\\<").replace(">", "\\>")
-
 
 import_app = typer.Typer(
     help=_md(
@@ -69,31 +55,6 @@ class Layout(StrEnum):
     auto = "auto"
     mvtec = "mvtec"
     visa = "visa"
-
-
-def _friendly(fn: F) -> F:
-    """Input errors (FormatError, ConfigError, ... all ValueErrors) -> one red line, exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _bar(description: str) -> Progress:
-    return Progress(
-        TextColumn(f"[bold]{description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not sys.stderr.isatty(),
-    )
 
 
 def _run_with_bar(description: str, work: Callable[[Callable[[int, int], None]], Any]) -> Any:
