@@ -114,11 +114,38 @@ def test_stride_must_be_power_of_two() -> None:
         parse_params({"model": {"stride": 12}})
 
 
-def test_unknown_defect_class_is_an_error() -> None:
+def test_the_generator_only_draws_its_own_classes() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_params({"line": {"classes": ["scratch", "blob"]}})
     assert "[line]" in str(exc.value)
-    assert "'blob'" in str(exc.value)
+    assert "'blob'" in str(exc.value) and "ingested data" in str(exc.value)
+
+
+@pytest.mark.parametrize("source", ["folder", "s3", "dvc"])
+def test_an_ingested_line_has_any_class_names(source: str) -> None:
+    line = {
+        "source": source,
+        "classes": ["knot", "porosity", "burr"],
+        "part_refs": ["housing"],
+        "s3": {"uri": "s3://plant/line"},
+        "dvc": {"repo": "https://git.example.com/plant/data.git"},
+    }
+    assert parse_params({"line": line}).line.classes == ("knot", "porosity", "burr")
+
+
+@pytest.mark.parametrize(
+    "classes", [["knot", "knot"], ["a/b"], [" knot"], []], ids=["dup", "slash", "padded", "none"]
+)
+def test_class_names_must_be_usable_ids(classes: list[str]) -> None:
+    with pytest.raises(ConfigError, match="line.classes"):
+        parse_params({"line": {"source": "folder", "classes": classes}})
+
+
+def test_s3_source_needs_an_s3_uri() -> None:
+    with pytest.raises(ConfigError, match="line.s3.uri is empty"):
+        parse_params({"line": {"source": "s3"}})
+    with pytest.raises(ConfigError, match="must start with s3://"):
+        parse_params({"line": {"s3": {"uri": "/local/path"}}})
 
 
 def test_unknown_part_ref_is_an_error() -> None:
