@@ -137,12 +137,12 @@ def test_an_ingested_line_has_any_class_names(source: str) -> None:
     "classes", [["knot", "knot"], ["a/b"], [" knot"], []], ids=["dup", "slash", "padded", "none"]
 )
 def test_class_names_must_be_usable_ids(classes: list[str]) -> None:
-    with pytest.raises(ConfigError, match="line.classes"):
+    with pytest.raises(ConfigError, match=r"line\.classes"):
         parse_params({"line": {"source": "folder", "classes": classes}})
 
 
 def test_s3_source_needs_an_s3_uri() -> None:
-    with pytest.raises(ConfigError, match="line.s3.uri is empty"):
+    with pytest.raises(ConfigError, match=r"line\.s3\.uri is empty"):
         parse_params({"line": {"source": "s3"}})
     with pytest.raises(ConfigError, match="must start with s3://"):
         parse_params({"line": {"s3": {"uri": "/local/path"}}})
