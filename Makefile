@@ -66,6 +66,7 @@ bench: $(STAMP)  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/baseline_demo.py
 	$(PY) benchmarks/tracking.py
+	$(PY) benchmarks/ingest.py
 
 image-test: $(STAMP)  ## build the CPU image with podman and run a component's command in it
 	bash docker/image-test.sh
