@@ -39,6 +39,7 @@ original bytes, its size and the pixel mapping. Content seen under two keys is r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import time
@@ -51,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from mentoring.config import Params
 from mentoring.data.images import (
@@ -306,6 +308,16 @@ def _sidecar_fields(meta: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _stored_as_is(data: bytes, key: str, channels: int) -> bool:
+    """True when ``data`` is a PNG whose pixels decode to what would be stored (8-bit, the
+    line's mode, no EXIF rotation): re-encoding it would only cost CPU."""
+    if _suffix(key) != ".png":
+        return False
+    with Image.open(io.BytesIO(data)) as im:  # header only: cheap
+        upright = im.getexif().get(0x0112, 1) == 1
+        return upright and im.mode == ("L" if channels == 1 else "RGB")
+
+
 def _process(ctx: _Context, item: _Item) -> _Outcome:
     """Fetch, check, fit and store one image (with its mask and sidecar). Runs in a worker."""
     img_obj = item.image
@@ -394,7 +406,9 @@ def _process(ctx: _Context, item: _Item) -> _Outcome:
     rel = Path("line") / ctx.domain / ctx.split
     for piece in fit(image, mask, ctx.size, ctx.policy):
         image_id = base_id + piece.suffix
-        img_bytes = encode_png(piece.image)
+        # a PNG already model-sized, in the line's mode and upright is stored as it came
+        as_is = piece.image is image and _stored_as_is(data, img_obj.key, ctx.channels)
+        img_bytes = data if as_is else encode_png(piece.image)
         path = (rel / "images" / f"{image_id}.png").as_posix()
         write_bytes(ctx.data_dir / path, img_bytes)
         mask_rel, present = "", ""
