@@ -292,6 +292,7 @@ class MentorParams(_Section):
     error_rate: float = Field(0.02, ge=0, le=1)  # chance the simulated operator clicks wrong
     healthy_flag_rate: float = Field(0.5, ge=0, le=1)  # truly healthy mined images flagged healthy
     correct_classes: bool = True  # the operator may correct a confirmed area's class
+    draw_missed_rate: float = Field(0.0, ge=0, le=1)  # missed defects the simulated operator draws
 
 
 class MentoredTrainParams(TrainParams):

@@ -6,7 +6,9 @@ the web interface or another plant system) are used. Every ``*.json`` of the fee
 imported (idempotently) into ``partial_labels.npz``, after the feedback suite
 (:func:`mentoring.validation.validate_feedback`) has checked their content against the tasks and
 the manifest; its full results go to ``<results>/validation.json``, pass or fail. The boxes
-operators drew around missed defects confirm the cells they cover by ``line.cell_min_coverage``.
+operators drew around missed defects confirm the cells they cover by ``line.cell_min_coverage``;
+the simulated operator draws a share ``mentor.draw_missed_rate`` of them (``n_drawn`` in the
+metrics counts every drawn box imported).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
-from mentoring.data.dataset import load_split, rows_by_id
+from mentoring.data.dataset import load_split, read_mask, rows_by_id
 from mentoring.data.manifest import data_root, read_manifest
 from mentoring.feedback.partial import build_partial_labels, load_feedback_files
 from mentoring.feedback.schema import FeedbackError, dump, read_tasks
@@ -64,6 +66,13 @@ def run(
                 params.line.cell_min_coverage,
             )
             truth = dict(zip(split.ids, split.targets.numpy(), strict=True))
+        masks = None
+        if cfg.draw_missed_rate > 0 and len(df):  # drawing boxes needs the pixel masks
+            hw = (int(split.images.shape[2]), int(split.images.shape[3]))
+            masks = {
+                str(i): read_mask(data_root(manifest) / str(m), hw)
+                for i, m in zip(df["image_id"], df["mask_path"], strict=True)
+            }
         fb = simulate_operator(
             tasks,
             truth,
@@ -73,6 +82,8 @@ def run(
             correct_classes=cfg.correct_classes,
             seed=params.base.seed,
             tasks_sha256=tasks_sha,
+            draw_missed_rate=cfg.draw_missed_rate,
+            masks=masks,
         )
         simulated_out = simulated_out or labels_out.parent / "simulated.json"
         write_bytes(simulated_out, dump(fb).encode())
