@@ -68,6 +68,10 @@ bench: $(STAMP)  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/ingest.py
 
+.PHONY: annotate
+annotate: $(STAMP)  ## the mentoring web interface on the demo's mining output (http://127.0.0.1:8000/)
+	$(BIN)/mentoring annotate serve --tasks data/mining/tasks.json
+
 image-test: $(STAMP)  ## build the CPU image with podman and run a component's command in it
 	bash docker/image-test.sh
 

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -379,3 +380,95 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@dataclasses.dataclass
+class StartedServer:
+    """A server process started by :func:`annotate_server`: its URL, process and log."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def kill9(self) -> None:
+        """SIGKILL the server's whole process group, as a crash would, and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def log_tail(self) -> str:
+        return _log_tail(self.log_path)
+
+
+@contextlib.contextmanager
+def annotate_server(
+    tasks: Path,
+    db: Path,
+    *,
+    token: str | None = None,
+    args: tuple[str, ...] = (),
+    log_path: Path | None = None,
+    timeout_s: float = 60.0,
+    attempts: int = 3,
+) -> Iterator[StartedServer]:
+    """Run ``mentoring annotate serve`` on a free loopback port and yield the started server.
+
+    Like :func:`_server` (own process group, bounded startup poll of ``GET /login``, retried on
+    another port if it exits while starting, stopped with SIGTERM then SIGKILL at exit), but it
+    yields the process too, so that a test can kill it with SIGKILL mid-session.
+
+    Args:
+        tasks: the mining tasks to serve.
+        db: the annotation database (created if missing; a restart on it continues).
+        token: passed as ``--token`` when set.
+        args: more ``serve`` options (``--lease-minutes``, ``--data-root``...).
+        log_path: where the server's output goes (default: ``<db>.log``).
+        timeout_s: how long to wait for ``/login`` to answer 200 (the CLI imports in ~2 s).
+        attempts: starts tried before giving up.
+    """
+    mentoring_bin = VENV_BIN / "mentoring"
+    cli = (
+        [str(mentoring_bin)]
+        if mentoring_bin.exists()
+        else [sys.executable, "-c", "from mentoring.cli import app; app()"]
+    )
+    log_path = log_path or db.with_suffix(".log")
+    errors: list[str] = []
+    for _ in range(attempts):
+        port = free_port()
+        cmd = [*cli, "annotate", "serve", "--tasks", str(tasks), "--db", str(db)]
+        cmd += ["--host", HOST, "--port", str(port), *args]
+        if token is not None:
+            cmd += ["--token", token]
+        url = f"http://{HOST}:{port}"
+        with open(log_path, "ab") as log:
+            log_start = log.tell()
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                if _http_ok(url + "/login"):
+                    break
+                time.sleep(0.1)
+            else:
+                if proc.poll() is not None:
+                    errors.append(
+                        f"annotate server exited with code {proc.returncode} on port {port}; "
+                        f"log:\n" + _log_tail(log_path, log_start)
+                    )
+                    continue
+                raise ServerStartError(
+                    f"annotate server did not answer {url}/login within {timeout_s:.0f} s; log:\n"
+                    + _log_tail(log_path, log_start)
+                )
+            yield StartedServer(url, proc, log_path)
+            return
+        finally:
+            _stop(proc)
+    raise ServerStartError("annotate server failed to start:\n" + "\n".join(errors))

@@ -786,3 +786,10 @@ from mentoring.cli_labelstudio import export_labelstudio, import_labelstudio  # 
 
 annotate_app.command("export-labelstudio")(_friendly(export_labelstudio))
 mentor_app.command("import-labelstudio")(_friendly(import_labelstudio))
+
+# the mentoring web interface (cli_annotate.py), with this module's error handling
+from mentoring.cli_annotate import export_cmd, serve_cmd, status_cmd  # noqa: E402
+
+annotate_app.command("serve")(_friendly(serve_cmd))
+annotate_app.command("export")(_friendly(export_cmd))
+annotate_app.command("status")(_friendly(status_cmd))

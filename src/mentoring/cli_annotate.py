@@ -1,0 +1,241 @@
+"""``mentoring annotate serve | export | status``: the mentoring web interface (docs/annotate.md).
+
+The commands are registered on :mod:`mentoring.cli`'s ``annotate`` group, with its error handling.
+A task set gets its own database, ``data/annotate/annotate-<first 12 of its sha256>.sqlite``
+unless ``--db`` names one, and its export goes to ``data/feedback/<database name>.json``.
+
+Example:
+    mentoring annotate serve                                   # http://127.0.0.1:8000/
+    mentoring annotate serve --host 0.0.0.0 --token "$(openssl rand -hex 24)"
+    mentoring annotate status
+    mentoring annotate export && mentoring mentor import
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mentoring import pipeline_spec as spec
+from mentoring.cli import out
+from mentoring.feedback.schema import read_tasks
+from mentoring.io import sha256_file
+
+#: the folder of the annotation databases (one per task set)
+DB_DIR = Path("data/annotate")
+TOKEN_ENV = "MENTORING_ANNOTATE_TOKEN"
+#: the shortest token accepted (a token is what stands between the plant network and the app)
+MIN_TOKEN_CHARS = 16
+
+TasksOpt = Annotated[
+    Path,
+    typer.Option(help="Mining tasks (`mentoring mine`); without --db they also name the database."),
+]
+DbOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="Annotation database [default: data/annotate/annotate-<tasks sha256[:12]>.sqlite].",
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Feedback file to write [default: data/feedback/<database name>.json]."
+    ),
+]
+DEFAULT_TASKS: Path = spec.default("mentor", "tasks")
+
+
+def default_db(tasks_sha256: str) -> Path:
+    """The database of a task set when ``--db`` is not given."""
+    return DB_DIR / f"annotate-{tasks_sha256[:12]}.sqlite"
+
+
+def default_export(db: Path) -> Path:
+    """Where a database's feedback goes when ``--out`` is not given."""
+    return spec.default("mentor", "feedback") / f"{db.stem}.json"
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (or ``localhost``)?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _existing_db(tasks: Path, db: Path | None) -> Path:
+    if db is None:
+        if not tasks.exists():
+            raise FileNotFoundError(f"{tasks}: tasks not found; pass --db or --tasks")
+        db = default_db(sha256_file(tasks))
+        if not db.exists():
+            raise FileNotFoundError(
+                f"{db}: no annotation database for {tasks} (run `mentoring annotate serve` "
+                f"first, or pass --db)"
+            )
+    elif not db.exists():
+        raise FileNotFoundError(f"{db}: annotation database not found")
+    return db
+
+
+def serve_cmd(
+    tasks: TasksOpt = DEFAULT_TASKS,
+    db: DbOpt = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the tasks' image paths start: a folder or s3://bucket/prefix "
+            "[default: the folder above the tasks' folder, data/ for data/mining/tasks.json].",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; any non-loopback address needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=TOKEN_ENV,
+            show_envvar=True,
+            help=f"Token every request must carry (header or login); at least "
+            f"{MIN_TOKEN_CHARS} characters. Required off loopback.",
+        ),
+    ] = None,
+    lease_minutes: Annotated[
+        float,
+        typer.Option(min=0.05, help="An image goes back to the queue after this idle time."),
+    ] = 5.0,
+    out_path: OutOpt = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            help="S3 endpoint for s3:// images [default: boto3's AWS_ENDPOINT_URL_S3 / "
+            "AWS_ENDPOINT_URL, else AWS]."
+        ),
+    ] = None,
+    secure_cookies: Annotated[
+        bool, typer.Option(help="Mark the session cookie Secure (when served behind HTTPS).")
+    ] = False,
+) -> None:
+    """Serve the mentoring web interface on the task set (state in the database: a restart
+    continues where it stopped)."""
+    import uvicorn
+
+    from mentoring.annotate.app import LOOPBACK_HOSTS, create_app
+    from mentoring.annotate.db import AnnotationDB
+    from mentoring.annotate.images import ImageSource
+
+    loopback = is_loopback(host)
+    if not loopback and not token:
+        raise ValueError(
+            f"refusing to serve on {host}, which is not loopback, without a token: pass --token "
+            f"or set {TOKEN_ENV} (e.g. `openssl rand -hex 24`)"
+        )
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"the token must have at least {MIN_TOKEN_CHARS} characters")
+    mining = read_tasks(tasks)
+    sha = sha256_file(tasks)
+    db = db or default_db(sha)
+    database = AnnotationDB(db, lease_s=lease_minutes * 60.0)
+    loaded = database.load_tasks(mining, sha, str(tasks))
+    root = data_root or str(tasks.resolve().parent.parent)
+    export_path = out_path or default_export(db)
+    app = create_app(
+        database,
+        ImageSource(root, endpoint_url=endpoint_url),
+        export_path=export_path,
+        token=token or None,
+        allowed_hosts=(*LOOPBACK_HOSTS, host) if loopback else None,
+        secure_cookies=secure_cookies,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    status = database.status()
+    typer.echo(
+        f"mentoring annotate: open http://{shown}:{port}/ "
+        f"({len(mining.images)} images, {status['areas']['left']} of {status['areas']['total']} "
+        f"areas left; {'loaded' if loaded else 'continuing'} {db}; "
+        f"{'token required' if token else 'no token, loopback only'}; "
+        f"leases {lease_minutes:g} min; export to {export_path})",
+        err=False,
+    )
+    uvicorn.run(
+        app,
+        host=host.strip("[]"),
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def export_cmd(tasks: TasksOpt = DEFAULT_TASKS, db: DbOpt = None, out_path: OutOpt = None) -> None:
+    """Write the current feedback of a database as a feedback file for `mentoring mentor`."""
+    from mentoring.annotate.db import AnnotationDB
+    from mentoring.annotate.export import export_feedback
+
+    path = _existing_db(tasks, db)
+    database = AnnotationDB(path)
+    try:
+        s = export_feedback(database, out_path or default_export(path))
+    finally:
+        database.close()
+    out.print(
+        f"{s.items} items on {s.images} images: {s.areas} area verdicts ({s.corrected} with a "
+        f"corrected class), {s.healthy_images} images flagged healthy, {s.drawn} drawn areas "
+        f"-> {escape(str(s.path))}",
+        soft_wrap=True,
+    )
+
+
+def status_cmd(
+    tasks: TasksOpt = DEFAULT_TASKS,
+    db: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """What is done per operator, and what is left."""
+    from mentoring.annotate.db import AnnotationDB
+
+    path = _existing_db(tasks, db)
+    database = AnnotationDB(path)
+    try:
+        s = database.status()
+        info = database.info()
+    finally:
+        database.close()
+    if as_json:
+        typer.echo(json.dumps(s, indent=2, sort_keys=True))
+        return
+    out.print(
+        f"{escape(info.source)} (sha256 {info.sha256[:12]}): "
+        f"{s['images']['done']}/{s['images']['total']} images done, "
+        f"{s['areas']['done']}/{s['areas']['total']} areas answered, {s['areas']['drawn']} drawn; "
+        f"left: {s['images']['left']} images, {s['areas']['left']} areas",
+        soft_wrap=True,
+    )
+    table = Table("operator", "areas", "images", "drawn", "healthy", "skipped", "areas/min")
+    for o in s["operators"]:
+        table.add_row(
+            escape(o["operator"]),
+            str(o["areas"]),
+            str(o["images"]),
+            str(o["drawn"]),
+            str(o["healthy_images"]),
+            str(o["skipped"]),
+            f"{o['areas_per_minute']:g}",
+        )
+    if s["operators"]:
+        out.print(table)
+    for lease in s["leases"]:
+        out.print(
+            f"  {escape(lease['image_id'])} leased to {escape(lease['operator'])}", soft_wrap=True
+        )
