@@ -433,6 +433,7 @@ def annotate_server(
         else [sys.executable, "-c", "from mentoring.cli import app; app()"]
     )
     log_path = log_path or db.with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     for _ in range(attempts):
         port = free_port()
