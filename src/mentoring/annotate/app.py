@@ -7,7 +7,8 @@ only draws and sends keys.
 
 Security model (docs/annotate.md):
 
-- **Deny by default.** Every path but ``/login`` and ``/static/`` needs a logged-in operator
+- **Deny by default.** Every path but ``/login``, ``/static/`` (the script and the style sheet)
+  and ``/favicon.ico`` needs a logged-in operator
   (a session cookie signed with the database's secret, ``HttpOnly``, ``SameSite=Strict``); when
   a token is configured it also needs the token, as ``Authorization: Bearer <token>`` or through
   the login that put its HMAC in the session. Pages redirect to ``/login``; the API answers 401.
@@ -198,7 +199,7 @@ class _Guard:
             if host not in self.allowed_hosts:
                 return _error(400, "unknown Host header (the server answers its loopback name)")
         path = request.url.path
-        if path == "/login" or path.startswith("/static/"):
+        if path in ("/login", "/favicon.ico") or path.startswith("/static/"):
             return None
         page = request.method in _SAFE_METHODS and not path.startswith(("/api/", "/image/"))
 
@@ -517,6 +518,10 @@ def create_app(
         summary = export_feedback(db, export_path)
         log.info("%s exported %s", operator(request), summary.as_dict())
         return JSONResponse(summary.as_dict())
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)  # none: say so instead of a 404 in every console
 
     # -- images --------------------------------------------------------------------------------
 

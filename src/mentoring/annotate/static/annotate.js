@@ -145,11 +145,21 @@
       if (index === st.cur) g.classList.add('current');
     }
     const color = colorOf(a.class);
+    const pad = cfg.width / 128; // one pixel of a 128 px image
     if (index === st.cur && !drawn) {
-      g.append(svg('rect', { class: 'halo', x: x0 - 1, y: y0 - 1, width: x1 - x0 + 2, height: y1 - y0 + 2 }));
+      g.append(svg('rect', {
+        class: 'halo', x: x0 - pad, y: y0 - pad, width: x1 - x0 + 2 * pad, height: y1 - y0 + 2 * pad,
+      }));
     }
-    g.append(svg('rect', { x: x0, y: y0, width: x1 - x0, height: y1 - y0, stroke: color }));
-    const label = svg('text', { x: x0, y: y0 > 6 ? y0 - 1.5 : y1 + 5, fill: color });
+    g.append(svg('rect', {
+      class: 'box', x: x0, y: y0, width: x1 - x0, height: y1 - y0, stroke: color, fill: color,
+    }));
+    // labels sized to the image (the overlay's units are stored pixels, scaled to the screen)
+    const size = cfg.width / 26;
+    const label = svg('text', {
+      x: x0, y: y0 > size ? y0 - size / 4 : y1 + size, fill: color,
+      'font-size': size, 'stroke-width': size / 6,
+    });
     const mark = a.verdict === 'defect' ? ' ✓' : a.verdict === 'healthy' ? ' ✗' : '';
     label.textContent = drawn ? `${a.class} (drawn)` : `${a.class} ${a.score.toFixed(2)}${mark}`;
     g.append(label);
