@@ -265,6 +265,11 @@ def test_images_are_served_by_task_id(secured: StartedServer, hostile: Hostile) 
     assert res.headers["content-type"] == "image/png"
     status, body = op.raw_get("/image/" + quote(SCRIPT_ID, safe=""))
     assert status == 200 and body == hostile.script_bytes
+    state = op.http.get(secured.url + "/api/images/img-ok", timeout=30).json()
+    assert state["image_id"] == "img-ok" and state["url"] == "/image/img-ok"
+    assert [a["area_id"] for a in state["areas"]] == ["img-ok/scratch/0"]
+    res = op.http.get(secured.url + "/api/images/nope", timeout=30)
+    assert res.status_code == 404 and res.json()["error"] == "unknown image 'nope'"
 
 
 def test_a_script_task_renders_as_text(secured: StartedServer) -> None:
