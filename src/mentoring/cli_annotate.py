@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mentoring import pipeline_spec as spec
-from mentoring.cli import out
+from mentoring.cli import _md, out
 from mentoring.feedback.schema import read_tasks
 from mentoring.io import sha256_file
 
@@ -41,13 +41,15 @@ DbOpt = Annotated[
     Path | None,
     typer.Option(
         "--db",
-        help="Annotation database [default: data/annotate/annotate-<tasks sha256[:12]>.sqlite].",
+        help=_md(
+            "Annotation database [default: data/annotate/annotate-<tasks sha256[:12]>.sqlite]."
+        ),
     ),
 ]
 OutOpt = Annotated[
     Path | None,
     typer.Option(
-        "--out", help="Feedback file to write [default: data/feedback/<database name>.json]."
+        "--out", help=_md("Feedback file to write [default: data/feedback/<database name>.json].")
     ),
 ]
 DEFAULT_TASKS: Path = spec.default("mentor", "tasks")
