@@ -393,7 +393,12 @@ def _work(op: Operator, log: Log, seed: int, stop: threading.Event | None = None
             if image is None:
                 return
             log.grants.append((image["image_id"], time.time()))
-            if image["image_id"] not in skipped and not nxt["revisit"] and rng.random() < 0.15:
+            first = len(log.grants) == 1  # every operator skips the first image it gets
+            if (
+                image["image_id"] not in skipped
+                and not nxt["revisit"]
+                and (first or rng.random() < 0.1)
+            ):
                 skipped.add(image["image_id"])
                 op.api("/api/skip", {"request_id": _request_id(), "image_id": image["image_id"]})
                 continue
@@ -486,6 +491,9 @@ def test_four_operators_at_once(tmp_path: Path) -> None:
         {(image, op.name) for op, log in zip(ops, logs, strict=True) for image, _ in log.grants}
     )
     assert sorted(set(server_grants)) == client_grants
+    # the skips released images that other operators then took
+    assert sum(r["kind"] == "release" for r in lease_log) >= len(ops)
+    assert any(len({op for i, op in server_grants if i == image}) > 1 for image in holder)
     # and the export holds every area exactly once
     exported_areas = [a.area_id for item in exported.items for a in item.areas]
     assert sorted(exported_areas) == sorted(areas)
