@@ -8,7 +8,8 @@ uvicorn in its own process on a free loopback port (tests/servers.py), talked to
   every area ends with exactly one current verdict, the log holds each acknowledged action
   once, no image is leased to two operators at once;
 - durability: SIGKILL of the server mid-session, restart on the same database: every
-  acknowledged verdict is there, sessions and leases survive, the work goes on.
+  acknowledged verdict is there, sessions and leases survive, the work goes on;
+- images from an S3 data root (moto on loopback), confined to it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import boto3
 import numpy as np
 import pytest
 import requests
@@ -35,7 +37,7 @@ from PIL import Image
 from mentoring.annotate.db import AnnotationDB
 from mentoring.feedback.schema import FeedbackFile, TaskArea, dump
 from tests.factories import area, make_tasks
-from tests.servers import StartedServer, annotate_server
+from tests.servers import StartedServer, annotate_server, aws_client_kwargs
 
 pytestmark = pytest.mark.network
 
@@ -577,3 +579,30 @@ def test_kill_9_loses_no_acknowledged_verdict(tmp_path: Path) -> None:
     assert all(a.verdict is not None for s in states for a in s.areas)
     answers = [e.area_id for e in events.values() if e.kind in ("verdict", "class")]
     assert len(answers) == len(set(answers))  # no area answered twice, before or after the kill
+
+
+# -- images in S3 ------------------------------------------------------------------------------
+
+
+def test_images_from_an_s3_data_root(tmp_path: Path, s3_endpoint: str) -> None:
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, **aws_client_kwargs())
+    s3.create_bucket(Bucket="annotate-plant")
+    local = tmp_path / "local"
+    data = _png(local / "img-s3.png", 3)
+    s3.put_object(Bucket="annotate-plant", Key="line-3/images/img-s3.png", Body=data)
+    s3.put_object(Bucket="annotate-plant", Key="secret.png", Body=b"secret outside the store")
+    tasks = make_tasks(
+        {"img-s3": [area("img-s3/stain/0", "stain", [(0, 0)])], "img-up": []},
+        paths={"img-s3": "images/img-s3.png", "img-up": "../secret.png"},
+    )
+    path = tmp_path / "data/mining/tasks.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(dump(tasks))
+    args = ("--data-root", "s3://annotate-plant/line-3", "--endpoint-url", s3_endpoint)
+    args += ("--out", str(tmp_path / "feedback.json"))
+    with annotate_server(path, tmp_path / "s3.sqlite", args=args) as server:
+        op = Operator(server.url, "op-s3")
+        res = op.http.get(server.url + "/image/img-s3", timeout=30)
+        assert res.status_code == 200 and res.content == data
+        assert op.raw_get("/image/img-up")[0] == 404
+        assert op.raw_get("/image/..%2Fsecret.png")[0] == 404
