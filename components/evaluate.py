@@ -18,7 +18,8 @@ def evaluate(
     """The ``evaluate`` stage: per-domain metrics and plots of model ``name``.
 
     ``evaluation`` holds ``metrics.json`` and ``plots/`` (what ``report`` and ``register`` read);
-    ``metrics`` shows mAP, precision and recall per domain in the Kubeflow UI.
+    ``metrics`` shows mAP, precision and recall per domain in the Kubeflow UI, at cell level
+    (``<domain>.map``) and defect level (``<domain>.defect.map``).
     """
     from pathlib import Path
 
@@ -30,7 +31,7 @@ def evaluate(
     results = Path(evaluation.path)
     m = stage.run(adapter.params_from(params), adapter.manifest_of(root), model.path, results, name)
     evaluation.metadata.update({"name": name, "model_sha256": model.metadata.get("sha256", "")})
-    adapter.log_metrics(
-        metrics,
-        {d: {k: v for k, v in dm.items() if k != "per_class"} for d, dm in m["domains"].items()},
-    )
+    from mentoring.evaluation import summary
+
+    # both levels: <domain>.map (cell) and <domain>.defect.map
+    adapter.log_metrics(metrics, {d: summary(dm) for d, dm in m["domains"].items()})

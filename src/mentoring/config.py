@@ -323,6 +323,8 @@ class EvaluateParams(_Section):
     threshold: float = Field(0.5, gt=0, lt=1)  # class threshold for precision/recall and images
     batch_size: int = Field(64, ge=1)  # images per inference batch
     n_examples: int = Field(8, ge=0)  # images per domain in the prediction overlay plot
+    detect_threshold: float = Field(0.5, gt=0, lt=1)  # defect level: a detected area's threshold
+    match_iou: float = Field(0.1, gt=0, le=1)  # defect level: cell IoU for a detection to match
 
 
 class TrackingParams(_Section):
@@ -339,6 +341,7 @@ class PromotionParams(_Section):
     min_gain: float = Field(0.01, ge=0)  # candidate must beat the champion's new mAP by this
     max_original_drop: float = Field(0.02, ge=0)  # and lose at most this original-domain mAP
     exclude: tuple[str, ...] = ("oracle",)  # never registered: labels a plant does not have
+    gate_level: Literal["defect", "cell"] = "defect"  # whose mAPs the gate compares
 
 
 class Resources(_Section):

@@ -8,6 +8,10 @@ Definitions (over one domain's evaluation set):
 - **precision / recall @ t**: over every (area, class) entry, predicted positive when p >= t.
 - **false-reject rate**: healthy parts (no defective area) with any p >= t, over healthy parts.
 - **escape rate**: defective parts (>= 1 defective area) with no p >= t, over defective parts.
+
+These are the **cell level**. Beside them, each domain's metrics hold a ``defect`` block: the
+**defect level** of :mod:`mentoring.detection` (detected areas matched to connected defects,
+COCO AP), what a plant counts. :data:`LEVELS` names both; :func:`level` reads either.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from mentoring.data.dataset import CellDataset
+from mentoring.data.dataset import CellDataset, read_mask
+from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.detection import defect_metrics
 from mentoring.io import write_with
 from mentoring.line.preview import CLASS_COLORS
 
@@ -124,6 +130,30 @@ def plot_pr_curves(
     return Path(path)
 
 
+def plot_levels(domains: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:
+    """Bars of mAP, precision and recall per domain, defect level beside cell level."""
+    keys = ("map", "precision", "recall")
+    fig, axes = plt.subplots(1, len(domains), figsize=(3.6 * len(domains), 3.4), squeeze=False)
+    x = np.arange(len(keys))
+    for ax, (domain, m) in zip(axes[0], domains.items(), strict=True):
+        for i, name in enumerate(LEVELS):
+            if name == "defect" and "defect" not in m:
+                continue
+            vals = [level(m, name)[k] for k in keys]
+            bars = ax.bar(x + (i - 0.5) * 0.38, vals, 0.38, label=f"{name} level")
+            ax.bar_label(bars, fmt="%.2f", fontsize=6)
+        ax.set_xticks(x, ["mAP", f"precision@{m['threshold']}", f"recall@{m['threshold']}"])
+        ax.set(ylim=(0, 1.1), title=f"{domain} domain")
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_predictions(
     images: np.ndarray,
     probs: np.ndarray,
@@ -189,21 +219,63 @@ def pick_examples(probs: np.ndarray, targets: np.ndarray, n: int, threshold: flo
 
 #: the evaluation set of each domain
 EVAL_SPLITS: tuple[tuple[str, str], ...] = (("original", "eval"), ("new", "eval"))
+#: the two levels of every domain's metrics: ``defect`` (its ``defect`` block), ``cell`` (the rest)
+LEVELS: tuple[str, ...] = ("defect", "cell")
+
+
+def level(domain_metrics: dict[str, Any], name: str) -> dict[str, Any]:
+    """One level's metrics of a domain: ``cell`` = the top-level keys, ``defect`` = its block."""
+    if name not in LEVELS:
+        raise ValueError(f"unknown evaluation level {name!r}; one of {list(LEVELS)}")
+    if name == "cell":
+        return domain_metrics
+    if "defect" not in domain_metrics:
+        raise KeyError(
+            "these metrics have no defect level (evaluated before it existed): re-run evaluate"
+        )
+    block: dict[str, Any] = domain_metrics["defect"]
+    return block
+
+
+def summary(domain_metrics: dict[str, Any]) -> dict[str, Any]:
+    """A domain's metrics without the per-class detail, at both levels (what MLflow logs)."""
+    out = {k: v for k, v in domain_metrics.items() if k not in ("per_class", "defect")}
+    if "defect" in domain_metrics:
+        out["defect"] = {k: v for k, v in domain_metrics["defect"].items() if k != "per_class"}
+    return out
+
+
+def load_masks(manifest: Path, domain: str, split: str, ids: list[str]) -> np.ndarray:
+    """(N, H, W) uint8 class-index masks of a (domain, split), in the order of ``ids``."""
+    df = select(read_manifest(manifest), domain, split).set_index("image_id")
+    root = data_root(manifest)
+    rows = df.loc[ids]
+    size = (int(rows["height"].iloc[0]), int(rows["width"].iloc[0]))
+    return np.stack([read_mask(root / str(p), size) for p in rows["mask_path"]])
 
 
 def score_domains(
     params: Params, manifest: Path, model: torch.nn.Module, device: str = "cpu"
 ) -> Iterator[tuple[str, CellDataset, np.ndarray, dict[str, Any]]]:
-    """Per evaluation domain: (domain, its data, the model's probabilities, its metrics)."""
-    classes = params.line.classes
+    """Per evaluation domain: (domain, its data, the model's probabilities, its metrics).
+
+    The metrics are the cell level (:func:`area_metrics`) with the defect level
+    (:func:`~mentoring.detection.defect_metrics`) as their ``defect`` block.
+    """
+    classes, cfg = params.line.classes, params.evaluate
+    stride, coverage = params.model.stride, params.line.cell_min_coverage
     for domain, split in EVAL_SPLITS:
-        data = CellDataset.from_manifest(
-            manifest, domain, split, classes, params.model.stride, params.line.cell_min_coverage
-        )
-        probs = predict(model, data.split.images, params.evaluate.batch_size, device)
-        yield (
-            domain,
-            data,
+        data = CellDataset.from_manifest(manifest, domain, split, classes, stride, coverage)
+        probs = predict(model, data.split.images, cfg.batch_size, device)
+        m = area_metrics(probs, data.split.targets.numpy(), classes, cfg.threshold)
+        m["defect"] = defect_metrics(
             probs,
-            area_metrics(probs, data.split.targets.numpy(), classes, params.evaluate.threshold),
+            load_masks(manifest, domain, split, data.split.ids),
+            classes,
+            stride,
+            coverage,
+            threshold=cfg.threshold,
+            detect_threshold=cfg.detect_threshold,
+            match_iou=cfg.match_iou,
         )
+        yield domain, data, probs, m

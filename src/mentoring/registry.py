@@ -9,7 +9,8 @@ in MLflow 3):
 
 The **promotion gate** (:func:`decide`): a candidate replaces the champion only if, on the same
 current evaluation sets, its new-domain mAP is higher by at least ``min_gain`` and its
-original-domain mAP is not lower by more than ``max_original_drop``. Every decision and its
+original-domain mAP is not lower by more than ``max_original_drop``; the mAPs are those of
+``promotion.gate_level`` (``defect``, the default, or ``cell``). Every decision and its
 reasons are written as tags of the candidate's version. The registered model's
 ``champion_history`` tag keeps the versions that held the alias, oldest first, so rollbacks can
 go back more than one step.
@@ -65,14 +66,18 @@ def decide(
     champion: dict[str, float] | None,
     min_gain: float,
     max_original_drop: float,
+    level: str = "",
 ) -> Decision:
     """The promotion gate on per-domain mAPs ``{"original": .., "new": ..}``.
 
     Promote when there is no champion, or when both hold:
       1. new-domain gain >= ``min_gain``;
       2. original-domain drop <= ``max_original_drop``.
-    Every check yields a reason, passed or failed, so a refusal explains itself.
+    Every check yields a reason, passed or failed, so a refusal explains itself. ``level``
+    (``defect`` or ``cell``) names the evaluation level of the mAPs, in the reasons and in
+    ``Decision.extra``.
     """
+    extra = {"level": level} if level else {}
     if champion is None:
         return Decision(
             True,
@@ -82,19 +87,29 @@ def decide(
             min_gain,
             max_original_drop,
             first_model=True,
+            extra=extra,
         )
     gain = candidate["new"] - champion["new"]
     drop = champion["original"] - candidate["original"]
     gain_ok = gain >= min_gain - 1e-12
     drop_ok = drop <= max_original_drop + 1e-12
+    what = f"{level}-level mAP" if level else "mAP"
     reasons = [
-        f"new-domain mAP {candidate['new']:.4f} vs champion {champion['new']:.4f}: "
+        f"new-domain {what} {candidate['new']:.4f} vs champion {champion['new']:.4f}: "
         f"gain {gain:+.4f} {'>=' if gain_ok else '<'} required {min_gain:.4f}",
-        f"original-domain mAP {candidate['original']:.4f} vs champion "
+        f"original-domain {what} {candidate['original']:.4f} vs champion "
         f"{champion['original']:.4f}: drop {drop:+.4f} {'<=' if drop_ok else '>'} "
         f"tolerated {max_original_drop:.4f}",
     ]
-    return Decision(gain_ok and drop_ok, reasons, candidate, champion, min_gain, max_original_drop)
+    return Decision(
+        gain_ok and drop_ok,
+        reasons,
+        candidate,
+        champion,
+        min_gain,
+        max_original_drop,
+        extra=extra,
+    )
 
 
 def _now() -> str:

@@ -2,9 +2,16 @@
 t-SNE figure of defect-area features. Shared by the pipeline's ``report`` stage and the multi-seed
 experiment (:mod:`mentoring.experiments.table1`).
 
-Per variant: mean and standard deviation over seeds of original/new mAP, new-domain
-precision/recall @ threshold, image-level false-reject and escape rates and the **gap closed** to
-the oracle, (mAP_new(v) - mAP_new(baseline)) / (mAP_new(oracle) - mAP_new(baseline)).
+Per variant: mean and standard deviation over seeds, at two levels (:mod:`mentoring.evaluation`):
+
+- **defect level** (``defect_*`` keys): original/new mAP of detected areas matched to defects,
+  new-domain precision/recall @ threshold and false alarms per image;
+- **cell level** (the unprefixed keys, as before): original/new mAP over cells, new-domain
+  precision/recall @ threshold;
+
+and the image-level false-reject and escape rates, and per level the **gap closed** to the
+oracle, (mAP_new(v) - mAP_new(baseline)) / (mAP_new(oracle) - mAP_new(baseline)). Evaluations
+written before the defect level existed leave its columns empty ("-").
 
 Outputs (``<out>``): ``table1.json``, ``table1.md``, ``plots/variants.png`` (bar chart) and
 ``plots/tsne.png`` (defect-area features of both domains, without and with DANN, like the paper's
@@ -49,7 +56,17 @@ PART_NAMES = {
 }
 #: the single-fix rows; any other strategy with several parts is a combination
 SINGLE = ("scratch", "transfer", "scratch+omnia", "scratch+healthy", "scratch+dann", "oracle")
-KEYS = (
+#: defect-level columns of Table 1
+DEFECT_KEYS = (
+    "defect_map_original",
+    "defect_map_new",
+    "defect_precision_new",
+    "defect_recall_new",
+    "defect_false_alarms_new",
+    "defect_gap_closed",
+)
+#: cell-level and image-level columns (their names predate the defect level)
+CELL_KEYS = (
     "map_original",
     "map_new",
     "precision_new",
@@ -58,6 +75,7 @@ KEYS = (
     "escape_new",
     "gap_closed",
 )
+KEYS = DEFECT_KEYS + CELL_KEYS
 
 
 def label(variant: str) -> str:
@@ -70,7 +88,7 @@ def label(variant: str) -> str:
 
 def _row(ev: dict[str, Any]) -> dict[str, float]:
     o, n = ev["domains"]["original"], ev["domains"]["new"]
-    return {
+    row = {
         "map_original": o["map"],
         "map_new": n["map"],
         "precision_new": n["precision"],
@@ -78,6 +96,21 @@ def _row(ev: dict[str, Any]) -> dict[str, float]:
         "false_reject_new": n["false_reject_rate"],
         "escape_new": n["escape_rate"],
     }
+    if "defect" in o and "defect" in n:
+        od, nd = o["defect"], n["defect"]
+        row |= {
+            "defect_map_original": od["map"],
+            "defect_map_new": nd["map"],
+            "defect_precision_new": nd["precision"],
+            "defect_recall_new": nd["recall"],
+            "defect_false_alarms_new": nd["false_alarms_per_image"],
+        }
+    return row
+
+
+def _gap(value: float, base: float, oracle: float | None) -> float | None:
+    """Share of the baseline-to-oracle new-mAP gap closed; None without an oracle gap."""
+    return (value - base) / (oracle - base) if oracle is not None and oracle != base else None
 
 
 def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -85,12 +118,19 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     variants = list(next(iter(per_seed.values())))
     rows: dict[str, dict[str, list[float]]] = {v: {k: [] for k in KEYS} for v in variants}
     for evals in per_seed.values():
-        base = evals["baseline"]["domains"]["new"]["map"]
-        oracle = evals["oracle"]["domains"]["new"]["map"] if "oracle" in evals else None
-        for v in variants:
-            r = _row(evals[v])
-            if oracle is not None and oracle != base:
-                r["gap_closed"] = (r["map_new"] - base) / (oracle - base)
+        table_rows = {v: _row(evals[v]) for v in variants}
+        oracle_row = table_rows.get("oracle")
+        for prefix in ("", "defect_"):
+            key = prefix + "map_new"
+            if key not in table_rows["baseline"]:
+                continue
+            base = table_rows["baseline"][key]
+            oracle = oracle_row.get(key) if oracle_row else None
+            for r in table_rows.values():
+                gap = _gap(r[key], base, oracle) if key in r else None
+                if gap is not None:
+                    r[prefix + "gap_closed"] = gap
+        for v, r in table_rows.items():
             for k, val in r.items():
                 rows[v][k].append(val)
     table: dict[str, Any] = {}
@@ -104,7 +144,9 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
                     "values": vals,
                 }
     combos = [v for v in variants if v not in SINGLE and v != "baseline"]
-    best = max(combos, key=lambda v: table[v]["map_new"]["mean"]) if combos else None
+    # the best combination by new-domain mAP at defect level (cell level for older evaluations)
+    lead = "defect_map_new" if all("defect_map_new" in table[v] for v in combos) else "map_new"
+    best = max(combos, key=lambda v: table[v][lead]["mean"]) if combos else None
     return {"variants": table, "best_combination": best, "seeds": sorted(per_seed)}
 
 
@@ -115,10 +157,15 @@ def _fmt(cell: dict[str, float] | None, n_seeds: int) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The table laid out like the paper's Table 1, plus image-level rates and gap closed."""
+    """The table laid out like the paper's Table 1, defect level then cell level, plus the
+    image-level rates and the gap closed at each level."""
     n = len(result["seeds"])
     t = result["variants"]
-    base = t["baseline"]["map_original"]["mean"]
+    base = {
+        k: t["baseline"][k]["mean"]
+        for k in ("map_original", "defect_map_original")
+        if k in t["baseline"]
+    }
     order = [v for v in ("baseline", *SINGLE[:-1]) if v in t]
     if result["best_combination"]:
         order.append(result["best_combination"])
@@ -128,47 +175,60 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Table 1 on the synthetic line: {n} seed(s) {result['seeds']}, mean"
         + (" ± std" if n > 1 else "")
-        + ". Precision, recall, false-reject and escape rates "
-        "at threshold 0.5 on the new domain's evaluation set.",
+        + ". **Defect level**: detected areas (connected cells at p >= the detection threshold) "
+        "matched to defects (connected components of the ground truth) at cell IoU >= "
+        "evaluate.match_iou, COCO AP; false alarms = unmatched detections per image. "
+        "**Cell level**: every cell of every class. Precision, recall, false alarms, "
+        "false-reject and escape rates at threshold 0.5 on the new domain's evaluation set.",
         "",
-        "| | original mAP | new mAP | new precision | new recall | false-reject | escape "
-        "| gap closed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| | defect: original mAP | new mAP | new precision | new recall | false alarms / image "
+        "| cell: original mAP | new mAP | new precision | new recall "
+        "| image: false-reject | escape | gap closed (defect) | gap closed (cell) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in order:
         r = t[v]
-        delta = r["map_original"]["mean"] - base
         best = " (best combination)" if v == result["best_combination"] else ""
-        lines.append(
-            f"| {r['label']}{best} | {_fmt(r['map_original'], n)} ({delta:+.3f}) "
-            f"| {_fmt(r['map_new'], n)} | {_fmt(r['precision_new'], n)} "
-            f"| {_fmt(r['recall_new'], n)} | {_fmt(r['false_reject_new'], n)} "
-            f"| {_fmt(r['escape_new'], n)} | {_fmt(r.get('gap_closed'), n)} |"
-        )
+        cells = [f"{r['label']}{best}"]
+        for k in (*DEFECT_KEYS[:-1], *CELL_KEYS[:-1], "defect_gap_closed", "gap_closed"):
+            text = _fmt(r.get(k), n)
+            if k in base and k in r:
+                text += f" ({r[k]['mean'] - base[k]:+.3f})"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot_variants(result: dict[str, Any], path: Path) -> None:
-    """Grouped bars: new mAP, new precision, new recall and original mAP per variant."""
+    """Grouped bars per level (defect above, cell below): new mAP, new precision, new recall
+    and original mAP per variant."""
     t = result["variants"]
     names = list(t)
-    keys = [
-        ("map_new", "new mAP"),
-        ("precision_new", "new precision@0.5"),
-        ("recall_new", "new recall@0.5"),
-        ("map_original", "original mAP"),
+    levels = [
+        (lvl, prefix)
+        for lvl, prefix in (("defect level", "defect_"), ("cell level", ""))
+        if all(prefix + "map_new" in t[v] for v in names)
     ]
     x = np.arange(len(names))
     width = 0.2
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(names)), 4.2))
-    for i, (k, name) in enumerate(keys):
-        means = [t[v][k]["mean"] for v in names]
-        stds = [t[v][k]["std"] for v in names]
-        ax.bar(x + (i - 1.5) * width, means, width, yerr=stds, label=name, capsize=2)
-    ax.set_xticks(x, [t[v]["label"] for v in names], rotation=25, ha="right", fontsize=8)
-    ax.set(ylim=(0, 1.05), ylabel="score")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.13), frameon=False)
+    fig, axes = plt.subplots(
+        len(levels), 1, figsize=(max(7.0, 1.1 * len(names)), 3.6 * len(levels)), squeeze=False
+    )
+    for ax, (lvl, prefix) in zip(axes[:, 0], levels, strict=True):
+        keys = [
+            (prefix + "map_new", "new mAP"),
+            (prefix + "precision_new", "new precision@0.5"),
+            (prefix + "recall_new", "new recall@0.5"),
+            (prefix + "map_original", "original mAP"),
+        ]
+        for i, (k, name) in enumerate(keys):
+            means = [t[v][k]["mean"] for v in names]
+            stds = [t[v][k]["std"] for v in names]
+            ax.bar(x + (i - 1.5) * width, means, width, yerr=stds, label=name, capsize=2)
+        ax.set_xticks(x, [t[v]["label"] for v in names], rotation=25, ha="right", fontsize=8)
+        ax.set(ylim=(0, 1.05), ylabel=f"score, {lvl}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.15), frameon=False)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

@@ -102,6 +102,8 @@ CELL_COLUMNS: tuple[str, ...] = ("file", "image_id", "area_id", "row", "col")
 SOURCE_COLUMNS: tuple[str, ...] = ("source_sha256", "source_uri", "image_id", "domain", "split")
 #: the rates of an evaluation's metrics.json (per domain) that must lie in [0, 1]
 RATES: tuple[str, ...] = ("map", "precision", "recall", "f1", "false_reject_rate", "escape_rate")
+#: the rates of the defect level (image-level rates are the cell level's only)
+DEFECT_RATES: tuple[str, ...] = ("map", "precision", "recall", "f1")
 #: the per-class rates (``ap`` is None, by design, for a class without positives)
 CLASS_RATES: tuple[str, ...] = ("ap", "precision", "recall")
 METRIC_COLUMNS: tuple[str, ...] = ("domain", "class", "metric", "value")
@@ -320,17 +322,30 @@ def metrics_frames(metrics: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     Returns:
         ``metrics``: columns ``domain``, ``class`` ("" for the domain's overall rates),
         ``metric`` and ``value`` (a missing rate is null). A class's ``ap`` is left out when the
-        class has no positive area (None by design: AP is undefined without positives).
+        class has no positive area (None by design: AP is undefined without positives). The
+        defect level (a domain's ``defect`` block, when there is one) adds the same rates named
+        ``defect.<rate>``; its ``false_alarms_per_image`` is a count per image, not a rate, and
+        is not checked here.
     """
     domains = metrics.get("domains", {"all": metrics})
     rows: list[dict[str, Any]] = []
-    for domain, m in domains.items():
-        rows += [{"domain": domain, "class": "", "metric": k, "value": m.get(k)} for k in RATES]
-        for name, per in (m.get("per_class") or {}).items():
-            for k in CLASS_RATES:
-                if k == "ap" and per.get("ap") is None and not per.get("n_positive"):
-                    continue
-                rows.append({"domain": domain, "class": name, "metric": k, "value": per.get(k)})
+    for domain, dm in domains.items():
+        levels = [("", dm, "n_positive")]
+        if isinstance(dm.get("defect"), Mapping):
+            levels.append(("defect.", dm["defect"], "n_defects"))
+        for prefix, m, n_key in levels:
+            rows += [
+                {"domain": domain, "class": "", "metric": prefix + k, "value": m.get(k)}
+                for k in RATES
+                if not prefix or k in DEFECT_RATES
+            ]
+            for name, per in (m.get("per_class") or {}).items():
+                for k in CLASS_RATES:
+                    if k == "ap" and per.get("ap") is None and not per.get(n_key):
+                        continue
+                    rows.append(
+                        {"domain": domain, "class": name, "metric": prefix + k, "value": per.get(k)}
+                    )
     frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     # None and NaN are both null for the suite; a value that is not a number becomes null too
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("float64")

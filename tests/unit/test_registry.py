@@ -159,3 +159,9 @@ def test_resolve_registry_uris(registry: Registry) -> None:
         registry.resolve("models:/other@champion")
     with pytest.raises(RegistryError, match="no version 9"):
         registry.resolve("models:/seg/9")
+
+
+def test_gate_names_its_level() -> None:
+    d = decide({"original": 0.9, "new": 0.8}, {"original": 0.9, "new": 0.7}, **GATE, level="defect")
+    assert d.promote and d.extra == {"level": "defect"}
+    assert d.reasons[0].startswith("new-domain defect-level mAP 0.8000")

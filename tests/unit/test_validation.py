@@ -837,3 +837,31 @@ def test_drift_params_are_checked() -> None:
         "new",
         "eval",
     )
+
+
+def test_defect_level_rates_are_checked_too(params: Params, tmp_path: Path) -> None:
+    """A ``defect`` block adds ``defect.<rate>`` rows; false alarms per image may exceed 1."""
+    metrics = _metrics()
+    domains = metrics["domains"]
+    assert isinstance(domains, dict)
+    defect = {
+        "map": 0.7,
+        "precision": 0.8,
+        "recall": 0.9,
+        "f1": 0.85,
+        "false_alarms_per_image": 2.5,  # a count per image, not a rate
+        "per_class": {
+            "scratch": {"ap": 0.7, "n_defects": 4, "precision": 0.8, "recall": 0.9},
+            "hole": {"ap": None, "n_defects": 0, "precision": 0.0, "recall": 0.0},
+        },
+    }
+    for d in domains.values():
+        d["defect"] = json.loads(json.dumps(defect))
+    assert check_metrics(params, metrics).success
+    frame = metrics_frames(metrics)["metrics"]
+    assert len(frame) == 2 * (6 + 3 + 2) + 2 * (4 + 3 + 2)
+    assert {"defect.map", "defect.f1"} <= set(frame["metric"])
+    domains["new"]["defect"]["map"] = 1.2
+    with pytest.raises(ValidationError) as exc:
+        validate_metrics(params, metrics, tmp_path / "v.json")
+    assert "1.2 (domain=new, class=, metric=defect.map)" in exc.value.result.report()

@@ -2,8 +2,8 @@
 
 For each seed (``base.seed``; the line itself is fixed by ``line.seed``): train the baseline, mine
 the new pool with it, let the simulated operator answer, train every strategy of
-``train.strategies`` and evaluate everything per domain. The report (:mod:`mentoring.reporting`)
-aggregates mean and standard deviation per variant.
+``train.strategies`` and evaluate everything per domain, at defect and cell level. The report
+(:mod:`mentoring.reporting`) aggregates mean and standard deviation per variant and level.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def run_seed(
         )
         m = evals[strategy]["domains"]["new"]
         log(
-            f"seed {params.base.seed}: {strategy}: new mAP {m['map']:.3f}, "
+            f"seed {params.base.seed}: {strategy}: new defect mAP {m['defect']['map']:.3f}, "
+            f"precision {m['defect']['precision']:.3f}; cell mAP {m['map']:.3f}, "
             f"precision {m['precision']:.3f}"
         )
     return {"evaluations": evals, "mine": mined, "mentor": mentored}

@@ -1,8 +1,10 @@
 """Stage ``evaluate``: per-domain metrics and plots of a trained model.
 
 Reads ``base``, ``line`` (classes, coverage), ``model.stride`` and ``evaluate``; writes
-``<results>/metrics.json`` (one entry per domain) and ``<results>/plots/pr_<domain>.png``,
-``<results>/plots/predictions_<domain>.png``, and ``<results>/validation.json`` (the metrics
+``<results>/metrics.json`` (one entry per domain: the cell-level metrics with the defect level as
+their ``defect`` block, see :mod:`mentoring.evaluation`), ``<results>/plots/pr_<domain>.png``
+(cell level), ``<results>/plots/predictions_<domain>.png``, ``<results>/plots/levels.png`` (both
+levels side by side), and ``<results>/validation.json`` (the metrics
 suite: every rate in [0, 1], no NaN; a failure stops the stage).
 """
 
@@ -14,9 +16,11 @@ from typing import Any
 from mentoring.config import Params
 from mentoring.evaluation import (
     pick_examples,
+    plot_levels,
     plot_pr_curves,
     plot_predictions,
     score_domains,
+    summary,
 )
 from mentoring.io import write_json
 from mentoring.registry import open_model
@@ -54,7 +58,8 @@ def run(
             probs,
             targets,
             classes,
-            f"{name} · {domain} domain · mAP {m['map']:.3f}",
+            f"{name} · {domain} domain · cell mAP {m['map']:.3f} "
+            f"(defect mAP {m['defect']['map']:.3f})",
             results_dir / "plots" / f"pr_{domain}.png",
         )
         if cfg.n_examples:
@@ -69,6 +74,9 @@ def run(
                 f"{name} · {domain} domain",
                 results_dir / "plots" / f"predictions_{domain}.png",
             )
+    plot_levels(
+        metrics["domains"], f"{name}: defect and cell level", results_dir / "plots/levels.png"
+    )
     write_json(results_dir / "metrics.json", metrics)
     # every rate in [0, 1], no NaN: a broken evaluation must not reach the promotion gate
     validate_metrics(params, metrics, results_dir / "validation.json")
@@ -77,10 +85,7 @@ def run(
         tracker.log_params(run_id, {"evaluate": cfg.model_dump(mode="json")})
         tracker.log_metrics(
             run_id,
-            {
-                d: {k: v for k, v in m.items() if k != "per_class"}
-                for d, m in metrics["domains"].items()
-            },
+            {d: summary(m) for d, m in metrics["domains"].items()},
         )
         tracker.log_artifacts(
             run_id,

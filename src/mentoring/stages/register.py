@@ -10,7 +10,8 @@ evaluation ``metrics.json``. Then:
 2. with no champion yet, the baseline becomes champion;
 3. picks the candidate (``promotion.candidate``: ``best`` = the highest new-domain mAP among the
    strategies whose original-domain mAP is within tolerance, or a strategy name) and marks it
-   ``challenger``;
+   ``challenger``; every mAP here is of ``promotion.gate_level`` (``defect``, the default: the
+   detected areas matched to defects, or ``cell``, see :mod:`mentoring.evaluation`);
 4. evaluates the champion and the candidate, both loaded from the registry, on the same current
    evaluation sets, and promotes the candidate only if the gate (:func:`mentoring.registry.decide`)
    says so.
@@ -27,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
-from mentoring.evaluation import score_domains
+from mentoring.evaluation import LEVELS, level, score_domains, summary
 from mentoring.io import write_json
 from mentoring.registry import Decision, Registry, RegistryError, decide
 from mentoring.runtime import setup_torch
 from mentoring.tracking import Tracker
 
-#: per-domain evaluation keys copied onto version tags
+#: per-domain evaluation keys copied onto version tags (cell level: ``<domain>_<key>``)
 TAG_KEYS = ("map", "precision", "recall", "false_reject_rate", "escape_rate")
+#: defect-level keys copied onto version tags (``<domain>_defect_<key>``)
+DEFECT_TAG_KEYS = ("map", "precision", "recall", "false_alarms_per_image")
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:
@@ -57,9 +60,9 @@ def variant_paths(
     return train_results / name, eval_results / name
 
 
-def maps(evaluation: dict[str, Any]) -> dict[str, float]:
-    """``{"original": mAP, "new": mAP}`` of an evaluation's ``domains``."""
-    return {d: float(m["map"]) for d, m in evaluation["domains"].items()}
+def maps(evaluation: dict[str, Any], gate_level: str = "defect") -> dict[str, float]:
+    """``{"original": mAP, "new": mAP}`` of an evaluation's ``domains`` at ``gate_level``."""
+    return {d: float(level(m, gate_level)["map"]) for d, m in evaluation["domains"].items()}
 
 
 def pick_candidate(
@@ -67,6 +70,7 @@ def pick_candidate(
     champion: dict[str, float],
     choice: str,
     max_original_drop: float,
+    gate_level: str = "defect",
 ) -> str:
     """The strategy to put before the gate.
 
@@ -86,10 +90,10 @@ def pick_candidate(
     admissible = {
         s: ev
         for s, ev in evaluations.items()
-        if champion["original"] - maps(ev)["original"] <= max_original_drop
+        if champion["original"] - maps(ev, gate_level)["original"] <= max_original_drop
     }
     pool = admissible or evaluations
-    return max(pool, key=lambda s: maps(pool[s])["new"])
+    return max(pool, key=lambda s: maps(pool[s], gate_level)["new"])
 
 
 def run(
@@ -109,6 +113,7 @@ def run(
     tracker = Tracker.open(params, manifest)  # checks the store before any work
     uri = tracker.uri
     gate = params.promotion
+    lvl = gate.gate_level
     registry = Registry(uri, params.tracking.registered_model)
     champion_before = registry.champion()  # a broken registry stops us here, clearly
 
@@ -147,6 +152,8 @@ def run(
         }
         for domain, m in ev["domains"].items():
             tags |= {f"{domain}_{k}": f"{m[k]:.4f}" for k in TAG_KEYS}
+            if "defect" in m:
+                tags |= {f"{domain}_defect_{k}": f"{m['defect'][k]:.4f}" for k in DEFECT_TAG_KEYS}
         mv, created = registry.register(info["model_uri"], info["run_id"], tags)
         versions[name] = str(mv.version)
         registered.append({"variant": name, "version": str(mv.version), "created": created})
@@ -154,7 +161,9 @@ def run(
     # 2. the first model
     first: Decision | None = None
     if champion_before is None:  # with_baseline holds: checked above
-        first = decide(maps(evaluations["baseline"]), None, gate.min_gain, gate.max_original_drop)
+        first = decide(
+            maps(evaluations["baseline"], lvl), None, gate.min_gain, gate.max_original_drop, lvl
+        )
         registry.promote(versions["baseline"], first.reasons[0], by="pipeline", decision=first)
     champion = registry.champion()
     assert champion is not None
@@ -167,7 +176,7 @@ def run(
     champion_scores = _score(registry, champion_version, params, manifest, device)
     scores[champion_version] = champion_scores
     strategy = pick_candidate(
-        candidates, maps(champion_scores), gate.candidate, gate.max_original_drop
+        candidates, maps(champion_scores, lvl), gate.candidate, gate.max_original_drop, lvl
     )
     candidate_version = versions[strategy]
     registry.set_challenger(candidate_version)
@@ -175,16 +184,21 @@ def run(
         decision = Decision(
             False,
             [f"candidate {strategy!r} is version {candidate_version}, already the champion"],
-            maps(champion_scores),
-            maps(champion_scores),
+            maps(champion_scores, lvl),
+            maps(champion_scores, lvl),
             gate.min_gain,
             gate.max_original_drop,
+            extra={"level": lvl},
         )
     else:
         cand_scores = _score(registry, candidate_version, params, manifest, device)
         scores[candidate_version] = cand_scores
         decision = decide(
-            maps(cand_scores), maps(champion_scores), gate.min_gain, gate.max_original_drop
+            maps(cand_scores, lvl),
+            maps(champion_scores, lvl),
+            gate.min_gain,
+            gate.max_original_drop,
+            lvl,
         )
 
     # 4. record, and promote when the gate says so
@@ -219,12 +233,16 @@ def run(
         },
         "decision": "promoted" if decision.promote else "refused",
         "reasons": decision.reasons,
-        "gate": {"min_gain": gate.min_gain, "max_original_drop": gate.max_original_drop},
+        "gate": {
+            "level": lvl,
+            "min_gain": gate.min_gain,
+            "max_original_drop": gate.max_original_drop,
+        },
         "aliases": after,
     }
     write_json(results_dir / "decision.json", record)
-    cm, km = maps(champion_scores), maps(record["candidate"])
-    metrics = {
+    cm, km = maps(champion_scores, lvl), maps(record["candidate"], lvl)
+    metrics: dict[str, Any] = {
         "promoted": int(decision.promote),
         "champion_version": int(after["champion"]),
         "candidate_version": int(candidate_version),
@@ -234,7 +252,13 @@ def run(
         "champion_map_original": cm["original"],
         "gain_new": km["new"] - cm["new"],
         "drop_original": cm["original"] - km["original"],
+        "gate_level_defect": int(lvl == "defect"),  # 1: the mAPs above are defect level
     }
+    # both levels, whichever decided
+    for name in LEVELS:
+        for who, sc in (("candidate", record["candidate"]), ("champion", champion_scores)):
+            for d, v in maps(sc, name).items():
+                metrics[f"{who}_{name}_map_{d}"] = v
     write_json(results_dir / "metrics.json", metrics)
     # attach the decision to this pipeline's parent run
     tracker.log_artifacts(tracker.parent_run_id, [results_dir / "decision.json"], "register")
@@ -245,7 +269,7 @@ def run(
 def _score(
     registry: Registry, version: str, params: Params, manifest: Path, device: str
 ) -> dict[str, Any]:
-    """Per-domain metrics (without per-class detail) of a registry version."""
+    """Per-domain metrics (both levels, without per-class detail) of a registry version."""
     model, classes = registry.load(version)
     if tuple(classes) != params.line.classes:
         raise RegistryError(
@@ -254,7 +278,7 @@ def _score(
         )
     return {
         "domains": {
-            domain: {k: v for k, v in m.items() if k != "per_class"}
+            domain: summary(m)
             for domain, _, _, m in score_domains(params, manifest, model.to(device), device)
         }
     }

@@ -1,0 +1,209 @@
+"""Defect-level evaluation: detected areas against ground-truth defects, as a plant counts them.
+
+The cell-level metrics of :mod:`mentoring.evaluation` count every cell; a plant (and the paper's
+detection framing, section 3.1) counts **defects**: a detection that covers a real scratch a
+little too widely is a found scratch. Definitions, over one domain's evaluation set:
+
+- **defect**: a connected component (8-connectivity) of one class's pixel mask, taken at cell
+  resolution (:func:`mask_defects`): a cell belongs to the component that covers most of its
+  pixels among the components of that class, when the class covers at least ``min_coverage`` of
+  it (the rule of :func:`~mentoring.data.cells.mask_to_cells`, so the union of a class's defects
+  is exactly its cell targets). A component that covers no cell that much (a speck) is still a
+  defect, of its best-covered cell: a plant would want it found.
+- **detection**: a detected area, the same extraction as mining
+  (:func:`~mentoring.mining.extract_areas`: connected cells of one class at or above
+  ``detect_threshold``), scored by its highest probability.
+- **match**: pycocotools' COCOeval (``iouType="segm"`` on cell-resolution masks, one IoU
+  threshold ``match_iou``): detections of a class, by decreasing score, each take the
+  not-yet-matched defect of that class and image with the highest cell IoU >= ``match_iou``.
+  Industrial defects have fuzzy borders, hence a low default (0.1).
+- **AP of class c**: COCO's 101-point interpolated average precision of that matching;
+  **mAP**: the mean over classes with at least one defect.
+- **precision / recall @ threshold**: detections scored >= ``threshold`` that matched, over all
+  of them; defects matched by such a detection (found), over all defects.
+- **false alarms per image**: detections scored >= ``threshold`` that matched no defect of their
+  class (on a healthy image, every detection is one), over the images.
+
+Example:
+    >>> m = defect_metrics(probs, masks, classes, stride=8, min_coverage=0.06)  # doctest: +SKIP
+    >>> m["map"], m["recall"], m["false_alarms_per_image"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy import ndimage
+
+from mentoring.mining import extract_areas
+
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as mining's areas
+
+
+def mask_defects(
+    mask: np.ndarray, n_classes: int, stride: int, min_coverage: float
+) -> list[tuple[int, np.ndarray]]:
+    """Ground-truth defects of one (H, W) class-index mask (0 = healthy, c + 1 = class c).
+
+    Returns:
+        ``(class index, (H/stride, W/stride) bool cells)`` per connected component of each
+        class's pixels, in class order then label order.
+    """
+    h, w = mask.shape
+    hc, wc = h // stride, w // stride
+    # cell index of every pixel: (H, W) -> row-major index into the (hc, wc) grid
+    cell_of = (np.arange(h)[:, None] // stride) * wc + np.arange(w)[None, :] // stride
+    out: list[tuple[int, np.ndarray]] = []
+    for c in range(n_classes):
+        labels, n = ndimage.label(mask == c + 1, structure=_EIGHT)
+        if n == 0:
+            continue
+        # 1. pixels of each component in each cell: (n + 1, hc * wc), row 0 = other pixels
+        counts = np.bincount(
+            (labels * (hc * wc) + cell_of).ravel(), minlength=(n + 1) * hc * wc
+        ).reshape(n + 1, hc * wc)[1:]
+        cover = counts / float(stride * stride)  # (n, cells) share of each cell
+        # 2. a cell the class covers enough goes to the component covering most of it
+        owner = cover.argmax(axis=0)
+        enough = cover.sum(axis=0) >= min_coverage
+        for k in range(n):
+            cells = enough & (owner == k) & (cover[k] > 0)
+            if not cells.any():  # 3. a speck: its best-covered cell
+                cells = np.zeros(hc * wc, bool)
+                cells[int(cover[k].argmax())] = True
+            out.append((c, cells.reshape(hc, wc)))
+    return out
+
+
+def _rle(cells: np.ndarray) -> dict[str, Any]:
+    rle: dict[str, Any] = mask_utils.encode(np.asfortranarray(cells.astype(np.uint8)))
+    return rle
+
+
+def defect_metrics(
+    probs: np.ndarray,
+    masks: np.ndarray,
+    classes: Sequence[str],
+    stride: int,
+    min_coverage: float,
+    threshold: float = 0.5,
+    detect_threshold: float = 0.5,
+    match_iou: float = 0.1,
+) -> dict[str, Any]:
+    """Defect-level metrics of (N, C, h, w) probabilities against (N, H, W) class-index masks.
+
+    Returns:
+        ``map``, ``precision``, ``recall``, ``f1``, ``false_alarms_per_image``, the counts
+        ``n_images``, ``n_defects``, ``n_detections`` (scored >= ``threshold``),
+        ``n_defects_found``, ``n_false_alarms``, the settings, and ``per_class`` with each
+        class's ``ap`` (None without defects), ``precision``, ``recall`` and ``n_defects``.
+    """
+    n, c, hc, wc = probs.shape
+    if c != len(classes):
+        raise ValueError(f"{c} output channels but {len(classes)} classes")
+    if masks.shape != (n, hc * stride, wc * stride):
+        raise ValueError(f"masks {masks.shape} do not match probs {probs.shape} at stride {stride}")
+    # 1. the COCO-style ground truth and detections (ids from 1, as COCO expects)
+    images = [{"id": i + 1, "height": hc, "width": wc} for i in range(n)]
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
+    gts: list[dict[str, Any]] = []
+    dts: list[dict[str, Any]] = []
+    for i in range(n):
+        for k, cells in mask_defects(masks[i], c, stride, min_coverage):
+            gts.append(
+                {
+                    "id": len(gts) + 1,
+                    "image_id": i + 1,
+                    "category_id": k + 1,
+                    "segmentation": _rle(cells),
+                    "area": float(cells.sum()),
+                    "iscrowd": 0,
+                }
+            )
+        for area in extract_areas(probs[i], classes, detect_threshold, 1, str(i)):
+            cells = np.zeros((hc, wc), bool)
+            rows, cols = zip(*area.cells, strict=True)
+            cells[list(rows), list(cols)] = True
+            dts.append(
+                {
+                    "id": len(dts) + 1,
+                    "image_id": i + 1,
+                    "category_id": classes.index(area.cls) + 1,
+                    "segmentation": _rle(cells),
+                    "area": float(cells.sum()),
+                    "score": area.score,
+                }
+            )
+    # 2. COCOeval: one IoU threshold, every area, every detection
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco_gt, coco_dt = COCO(), COCO()
+        coco_gt.dataset = {"images": images, "categories": categories, "annotations": gts}
+        coco_dt.dataset = {"images": images, "categories": categories, "annotations": dts}
+        coco_gt.createIndex()
+        coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
+        ev.params.iouThrs = np.array([match_iou])
+        ev.params.areaRng = [[0.0, 1e10]]
+        ev.params.areaRngLbl = ["all"]
+        ev.params.maxDets = [max(len(dts), 1)]
+        ev.evaluate()
+        ev.accumulate()
+    # 3. AP per class (precision[T=0, R, K, A=0, M=0]; -1 = no defect of the class)
+    precision = ev.eval["precision"][0, :, :, 0, 0]  # (101 recall points, C)
+    n_defects = np.bincount([g["category_id"] - 1 for g in gts], minlength=c)
+    # 4. counts at ``threshold`` from the per-image matches (greedy by score, so the detections
+    # above the threshold are matched exactly as if the others did not exist)
+    det_tp = np.zeros(c, int)
+    det_all = np.zeros(c, int)
+    found = np.zeros(c, int)
+    score_of = {d["id"]: d["score"] for d in dts}
+    for e in ev.evalImgs:
+        if e is None:
+            continue
+        k = e["category_id"] - 1
+        scores = np.asarray(e["dtScores"], float)
+        keep = scores >= threshold
+        det_all[k] += int(keep.sum())
+        det_tp[k] += int((np.asarray(e["dtMatches"][0]) > 0)[keep].sum())
+        found[k] += sum(1 for m in e["gtMatches"][0] if m > 0 and score_of[int(m)] >= threshold)
+    per_class: dict[str, dict[str, Any]] = {}
+    aps = []
+    for k, name in enumerate(classes):
+        col = precision[:, k]
+        ap = float(col.mean()) if n_defects[k] and (col > -1).all() else None
+        if ap is not None:
+            aps.append(ap)
+        per_class[name] = {
+            "ap": ap,
+            "n_defects": int(n_defects[k]),
+            "precision": _ratio(int(det_tp[k]), int(det_all[k])),
+            "recall": _ratio(int(found[k]), int(n_defects[k])),
+        }
+    tp, n_det, n_gt, n_found = int(det_tp.sum()), int(det_all.sum()), len(gts), int(found.sum())
+    return {
+        "map": float(np.mean(aps)) if aps else 0.0,
+        "precision": _ratio(tp, n_det),
+        "recall": _ratio(n_found, n_gt),
+        "f1": _ratio(2 * tp, n_det + n_gt),  # matching is one-to-one: tp == n_found
+        "false_alarms_per_image": _ratio(n_det - tp, n),
+        "n_images": int(n),
+        "n_defects": n_gt,
+        "n_detections": n_det,
+        "n_defects_found": n_found,
+        "n_false_alarms": n_det - tp,
+        "threshold": threshold,
+        "detect_threshold": detect_threshold,
+        "match_iou": match_iou,
+        "per_class": per_class,
+    }
+
+
+def _ratio(num: int, den: int) -> float:
+    return float(num / den) if den else 0.0
