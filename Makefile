@@ -9,7 +9,7 @@ DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo table1 test test-slow test-all lint format bench image-test clean
+.PHONY: help install chromium demo table1 test test-slow test-all lint format bench image-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its test/dev tools
+
+# The browser tests (tests/e2e) and benchmarks/annotate.py drive Debian's Chromium, never a
+# downloaded one: installed here when it is missing and we are root; otherwise they skip, saying why
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+chromium:  ## Debian's chromium for the browser tests (installed when missing, as root)
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null \
+	  && { $(APT_CHROMIUM) 2>&1 || { apt-get update -qq && $(APT_CHROMIUM); }; }; } \
+	  || echo "make: no $(CHROMIUM) (needs root and apt-get): the browser tests will skip"
 
 demo: $(STAMP)  ## the whole pipeline with `dvc repro` on the demo line, tracked in MLflow (~15 min)
 	@test -d .git || git init -q
@@ -43,13 +52,13 @@ table1: $(STAMP)  ## the Table 1 experiment over 3 seeds (about 40 min on 2 core
 	$(BIN)/mentoring line generate
 	$(BIN)/mentoring experiment table1 --seeds 3 --workdir results/table1-3seeds/work --out results/table1-3seeds
 
-test: $(STAMP)  ## fast test suite (everything but slow/gpu/browser/labelstudio tests)
+test: $(STAMP) chromium  ## fast test suite (everything but slow/gpu/labelstudio tests)
 	$(PY) -m pytest -m "not slow and not gpu and not labelstudio" $(PYTEST_ARGS)
 
-test-slow: $(STAMP)  ## the long tests only
+test-slow: $(STAMP) chromium  ## the long tests only
 	$(PY) -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
-test-all: $(STAMP)  ## every CPU test
+test-all: $(STAMP) chromium  ## every CPU test
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy and hadolint

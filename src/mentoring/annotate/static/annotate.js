@@ -4,7 +4,9 @@
  * everything (ids, classes, leases); the page shows its answer. Actions are sent one at a time,
  * in the order of the keys, each with its own request id (a retry after a network error reuses
  * it, so the server applies it once). The page moves on at once (the next image is prefetched)
- * and takes the server's state when nothing else is in flight.
+ * and takes the server's state when nothing else is in flight. A prefetched image may go to
+ * another operator first: keys pressed on it wait until its lease comes back (tens of ms), and
+ * are dropped, with a message, if the server hands out another image instead.
  *
  * Data from the tasks is only ever put into the page with textContent or setAttribute, never as
  * markup.
@@ -38,6 +40,11 @@
     following: [], // prefetched images likely to come next
     cur: 0, // index of the current area
     pending: 0, // actions sent and not answered yet
+    asked: 0, // "next image" requests sent: only the answer to the latest one is applied
+    // while the next image's lease is asked: 'pre' (a prefetched image is shown: keys wait in
+    // `queued` until it is ours) or 'none' (nothing new shown yet: keys have nothing to act on)
+    waiting: 'none',
+    queued: [],
     chain: Promise.resolve(),
     drag: null, // a box being drawn
     box: null, // a drawn box waiting for its class
@@ -309,6 +316,10 @@
   // -- moving through the queue -------------------------------------------------------------
 
   function applyNext(res) {
+    const queued = st.waiting === 'pre' ? st.queued : [];
+    const shown = st.image && st.image.image_id;
+    st.waiting = null;
+    st.queued = [];
     st.following = res.following;
     preload(res.following);
     renderStrip();
@@ -319,8 +330,32 @@
       return;
     }
     if (res.revisit) say('Only images you skipped are left.');
-    const same = st.image && st.image.image_id === res.image.image_id;
+    const same = shown === res.image.image_id;
     if (!same || st.pending === 0) show(res.image);
+    if (same) {
+      for (const key of queued) press(key); // the image is ours: the keys pressed on it
+    } else if (queued.length) {
+      say(`${shown} went to another operator first (your keys there were not applied): ` +
+        `here is ${res.image.image_id}`, 'error');
+    }
+  }
+
+  /** Ask the server for this operator's image. An answer overtaken by a later ask is only
+   * progress: it names the image the operator has left since (answered before the lease came
+   * back), in the state it had then, and showing it would take the operator back there. */
+  function askNext(onError) {
+    st.asked += 1;
+    const asked = st.asked;
+    send('/api/next', {}).then((res) => {
+      if (asked === st.asked) applyNext(res);
+      else renderProgress(res.status);
+    }, (err) => {
+      if (asked === st.asked) {
+        st.waiting = null;
+        st.queued = [];
+      }
+      onError(err);
+    });
   }
 
   /** Show the prefetched image at once, and ask the server for the lease. */
@@ -330,12 +365,16 @@
       show(pre);
       renderStrip();
     }
-    send('/api/next', {}).then(applyNext, fail);
+    st.waiting = pre ? 'pre' : 'none';
+    st.queued = [];
+    askNext(fail);
   }
 
   /** After a refusal: take the server's view of what this operator works on. */
   function resync() {
-    send('/api/next', {}).then(applyNext, (err) => say(err.message, 'error'));
+    st.waiting = 'none';
+    st.queued = [];
+    askNext((err) => say(err.message, 'error'));
   }
 
   /** Send an action on the shown image; take the server's state if it is still shown. */
@@ -503,7 +542,7 @@
   }
 
   el.overlay.addEventListener('pointerdown', (evt) => {
-    if (evt.button !== 0 || !st.image || !el.picker.hidden) return;
+    if (evt.button !== 0 || !st.image || !el.picker.hidden || st.waiting) return;
     const [x, y] = toImage(evt);
     const hit = evt.target.closest && evt.target.closest('g[data-index]');
     st.drag = { x0: x, y0: y, x1: x, y1: y, moved: false, hit };
@@ -574,6 +613,20 @@
     j: 1, ArrowDown: 1, ArrowRight: 1,
     k: -1, ArrowUp: -1, ArrowLeft: -1,
   };
+  const isWorkKey = (key) => key in MOVES || key in ACTIONS || /^[1-9]$/.test(key);
+
+  /** A key of the work (answer, move, next...): on the shown image now, or once it is ours. */
+  function press(key) {
+    if (!st.waiting || (key === 'u' && !st.queued.length)) {
+      // an undo is about the operator's last action, wherever it was: held back only behind
+      // the keys it would undo
+      if (key in MOVES) select(st.cur + MOVES[key]);
+      else if (key in ACTIONS) ACTIONS[key]();
+      else changeClass(Number(key) - 1);
+    } else if (st.waiting === 'pre') {
+      st.queued.push(key);
+    } // 'none': the next image is not shown yet, so the key cannot be about it
+  }
 
   document.addEventListener('keydown', (evt) => {
     if (evt.ctrlKey || evt.metaKey || evt.altKey) return;
@@ -590,26 +643,21 @@
       el.help.hidden = !el.help.hidden;
     } else if (key === 'Escape') {
       el.help.hidden = true;
-    } else if (key in MOVES) {
-      select(st.cur + MOVES[key]);
-    } else if (key in ACTIONS) {
-      if (evt.repeat) return; // a held key answers one area, not a row of them
-      ACTIONS[key]();
-    } else if (/^[1-9]$/.test(key)) {
-      if (evt.repeat) return;
-      changeClass(Number(key) - 1);
+    } else if (isWorkKey(key)) {
+      if (evt.repeat && !(key in MOVES)) return; // a held key answers one area, not a row
+      press(key);
     } else {
       return;
     }
     evt.preventDefault();
   });
 
-  $('btn-defect').addEventListener('click', () => verdict('defect'));
-  $('btn-healthy').addEventListener('click', () => verdict('healthy'));
-  $('btn-flag').addEventListener('click', flagHealthy);
-  $('btn-skip').addEventListener('click', skip);
-  $('btn-undo').addEventListener('click', undo);
-  $('btn-next').addEventListener('click', nextImage);
+  $('btn-defect').addEventListener('click', () => press('d'));
+  $('btn-healthy').addEventListener('click', () => press('h'));
+  $('btn-flag').addEventListener('click', () => press('f'));
+  $('btn-skip').addEventListener('click', () => press('s'));
+  $('btn-undo').addEventListener('click', () => press('u'));
+  $('btn-next').addEventListener('click', () => press('n'));
   $('help-button').addEventListener('click', () => {
     el.help.hidden = !el.help.hidden;
   });
@@ -633,5 +681,5 @@
   setInterval(() => {
     api('GET', '/api/status').then(renderProgress, () => undefined);
   }, 15000);
-  send('/api/next', {}).then(applyNext, fail);
+  askNext(fail);
 })();
