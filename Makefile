@@ -71,11 +71,12 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format src tests benchmarks components pipelines
 	$(BIN)/ruff check --fix src tests benchmarks components pipelines
 
-bench: $(STAMP)  ## benchmarks: write JSON under benchmarks/results/
+bench: $(STAMP) chromium  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/baseline_demo.py
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/annotate.py
 
 .PHONY: annotate
 annotate: $(STAMP)  ## the mentoring web interface on the demo's mining output (http://127.0.0.1:8000/)

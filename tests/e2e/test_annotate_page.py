@@ -6,7 +6,9 @@ server (``mentoring annotate serve``, uvicorn on a free loopback port).
   a reload (the state is the server's), the Export button; the export imported by the real
   ``mentor`` stage and the partial labels checked entry by entry against what was clicked;
 - a task whose id and class are markup is shown as text (no script runs, no element is made);
-- the layout at 1280x800 and 1920x1080: the image and the area list fit, nothing scrolls.
+- the layout at 1280x800 and 1920x1080: the image and the area list fit, nothing scrolls;
+- keys pressed on a prefetched image before its lease came back: applied once it is the
+  operator's, dropped when another operator took it first.
 """
 
 from __future__ import annotations
@@ -406,7 +408,7 @@ class HeldAsks:
 def test_keys_on_a_prefetched_image_wait_for_its_lease(browser: Browser, tmp_path: Path) -> None:
     """The next image is shown at once, before its lease comes back: the keys pressed on it
     meanwhile are applied once it is the operator's, and dropped (with a message) when another
-    operator took it first; a late answer never takes the operator back."""
+    operator took it first; either way each area is answered once, by its holder."""
     root = tmp_path / "data"
     line = {
         "img-a": [area("img-a/scratch/0", "scratch", [(0, 0)], (0, 0, 8, 8))],
