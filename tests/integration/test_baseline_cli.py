@@ -58,8 +58,16 @@ def test_generate_train_evaluate(workdir: Path) -> None:
         assert 0.0 <= m["map"] <= 1.0
         assert m["n_images"] == 16
         assert set(m["per_class"]) == {"scratch", "crack", "dent", "stain", "hole", "chip"}
+        # both levels: the cell level's keys where they were, the defect level beside them
+        d = m["defect"]
+        assert 0.0 <= d["map"] <= 1.0 and d["match_iou"] == 0.1 and d["n_images"] == 16
+        assert d["n_defects"] > 0 and d["false_alarms_per_image"] >= 0.0
+        assert set(d["per_class"]) == set(m["per_class"])
         assert (workdir / f"results/evaluate_baseline/plots/pr_{domain}.png").exists()
         assert (workdir / f"results/evaluate_baseline/plots/predictions_{domain}.png").exists()
+    assert (workdir / "results/evaluate_baseline/plots/levels.png").stat().st_size > 5_000
+    checks = json.loads((workdir / "results/evaluate_baseline/validation.json").read_text())
+    assert checks["success"]
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
