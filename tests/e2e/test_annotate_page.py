@@ -7,8 +7,9 @@ server (``mentoring annotate serve``, uvicorn on a free loopback port).
   ``mentor`` stage and the partial labels checked entry by entry against what was clicked;
 - a task whose id and class are markup is shown as text (no script runs, no element is made);
 - the layout at 1280x800 and 1920x1080: the image and the area list fit, nothing scrolls;
-- keys pressed on a prefetched image before its lease came back: applied once it is the
-  operator's, dropped when another operator took it first.
+- keys on the prefetched next image, leased ahead with the current one: sent at once; on a
+  prefetched image further on, before its lease came back: applied once it is the operator's,
+  dropped when another operator took it first.
 """
 
 from __future__ import annotations
@@ -406,8 +407,9 @@ class HeldAsks:
 
 
 def test_keys_on_a_prefetched_image_wait_for_its_lease(browser: Browser, tmp_path: Path) -> None:
-    """The next image is shown at once, before its lease comes back: the keys pressed on it
-    meanwhile are applied once it is the operator's, and dropped (with a message) when another
+    """The next image is shown at once. The one leased ahead with the current image is the
+    operator's: its keys are sent at once. One further on is not leased yet: the keys pressed on
+    it wait, are applied once it is the operator's, and dropped (with a message) when another
     operator took it first; either way each area is answered once, by its holder."""
     root = tmp_path / "data"
     line = {
@@ -419,43 +421,51 @@ def test_keys_on_a_prefetched_image_wait_for_its_lease(browser: Browser, tmp_pat
         ],
         "img-d": [area("img-d/stain/0", "stain", [(0, 3)], (24, 0, 32, 8))],
         "img-e": [area("img-e/scratch/0", "scratch", [(3, 0)], (0, 24, 8, 32))],
+        "img-f": [area("img-f/stain/0", "stain", [(1, 2)], (16, 8, 24, 16))],
+        "img-g": [area("img-g/scratch/0", "scratch", [(2, 1)], (8, 16, 16, 24))],
     }
     tasks = write_line(root, line)
     with annotate_server(tasks, root / "annotate/held.sqlite") as server:
         page = _page(browser)
-        login(page, server.url, "fast")
+        login(page, server.url, "fast")  # img-a, and img-b leased ahead
         _wait_current(page, "img-a/scratch/0")
         held = HeldAsks(page)
-        page.keyboard.press("d")  # img-a done: img-b (prefetched) shown at once, lease asked
+        page.keyboard.press("d")  # img-a done: img-b (fast's, ahead) shown at once
         _wait_current(page, "img-b/stain/0")
         held.wait(1)
-        page.keyboard.press("h")  # before the lease came back: the key waits
-        page.wait_for_timeout(200)
-        assert _shown(page) == "img-b" and _verdict(page, "img-b/stain/0") == ""
-        held.release(0)  # img-b is fast's: the key applies, img-b is done, img-c comes
+        page.keyboard.press("h")  # applied at once: img-b done, img-c (not leased) shown
         _wait_image(page, "img-c")
+        page.keyboard.press("d")  # on img-c before its lease came back: the key waits
+        page.wait_for_timeout(200)
+        assert _shown(page) == "img-c" and _verdict(page, "img-c/scratch/0") == ""
+        held.release(0)  # the first ask's answer is overtaken; img-b's verdict goes
         held.wait(2)
-        held.release(1)
-        _wait_current(page, "img-c/scratch/0")
-        # another operator takes img-d, the image fast's page has prefetched as its next
+        held.release(1)  # img-c is fast's (img-d ahead): the key applies
+        _wait_current(page, "img-c/stain/0")
+        assert _verdict(page, "img-c/scratch/0") == "defect"
+        # another operator takes img-e (and img-f ahead), the image after fast's img-d
         other = _page(browser)
         login(other, server.url, "other")
-        _wait_image(other, "img-d")
-        page.keyboard.press("d")
-        _wait_current(page, "img-c/stain/0")
-        page.keyboard.press("h")  # img-c done: img-d shown (prefetched), its lease asked
-        _wait_image(page, "img-d")
-        held.wait(3)
-        page.keyboard.press("d")  # on img-d, which is not fast's
-        held.release(2)  # the server gives fast img-e instead
+        _wait_image(other, "img-e")
+        page.keyboard.press("h")  # img-c done: img-d (fast's, ahead) shown at once
+        _wait_current(page, "img-d/stain/0")
+        page.keyboard.press("d")  # img-d done: img-e (prefetched, not leased) shown
         _wait_image(page, "img-e")
-        _wait_current(page, "img-e/scratch/0")
+        page.keyboard.press("d")  # on img-e, which is not fast's: waits
+        held.wait(3)
+        held.release(2)
+        held.wait(4)
+        held.release(3)  # the server gives fast img-g instead
+        _wait_image(page, "img-g")
+        _wait_current(page, "img-g/scratch/0")
         message = page.locator('#message[data-kind="error"]')
-        assert "img-d went to another operator first" in message.inner_text()
+        assert "img-e went to another operator first" in message.inner_text()
         assert page.locator("#area-layer g.area[data-verdict='defect']").count() == 0
         page.unroute("**/api/next")
-        page.keyboard.press("h")  # img-e is fast's: on with the work
-        page.wait_for_selector('#progress[data-done-areas="5"]', state="attached")
+        page.keyboard.press("h")  # img-g is fast's: on with the work
+        page.wait_for_selector('#progress[data-done-areas="6"]', state="attached")
+        other.keyboard.press("d")
+        _wait_image(other, "img-f")
         other.keyboard.press("d")
         _wait_image(other, "")  # nothing left
         other.context.close()
@@ -470,6 +480,8 @@ def test_keys_on_a_prefetched_image_wait_for_its_lease(browser: Browser, tmp_pat
         ("fast", "img-b/stain/0", "healthy"),
         ("fast", "img-c/scratch/0", "defect"),
         ("fast", "img-c/stain/0", "healthy"),
-        ("fast", "img-e/scratch/0", "healthy"),
-        ("other", "img-d/stain/0", "defect"),
+        ("fast", "img-d/stain/0", "defect"),
+        ("fast", "img-g/scratch/0", "healthy"),
+        ("other", "img-e/scratch/0", "defect"),
+        ("other", "img-f/stain/0", "defect"),
     ]

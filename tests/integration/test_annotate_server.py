@@ -34,7 +34,7 @@ import requests
 from markupsafe import escape
 from PIL import Image
 
-from mentoring.annotate.db import AnnotationDB
+from mentoring.annotate.db import LEASE_AHEAD, AnnotationDB
 from mentoring.feedback.schema import FeedbackFile, TaskArea, dump
 from tests.factories import area, make_tasks
 from tests.servers import StartedServer, annotate_server, aws_client_kwargs
@@ -346,8 +346,12 @@ def test_oversized_and_malformed_bodies(secured: StartedServer) -> None:
     assert res.status_code == 400 and "unknown class 'dent'" in res.json()["error"]
     res = op.post("/api/drawn", {**drawn, "bbox": [0, 0, 64, 8]})
     assert res.status_code == 400 and "leaves the image" in res.json()["error"]
-    res = op.post("/api/skip", {"request_id": _request_id(), "image_id": "img-ok"})
-    assert res.status_code == 409 and "not leased to you" in res.json()["error"]
+    # an image op-body does not hold (its next image is leased to it ahead of the current one)
+    leases = op.http.get(secured.url + "/api/status", timeout=30).json()["leases"]
+    mine = {x["image_id"] for x in leases if x["operator"] == op.name}
+    other = next(i for i in ("img-ok", "img-link", "img-up", "img-abs") if i not in mine)
+    res = op.post("/api/skip", {"request_id": _request_id(), "image_id": other})
+    assert res.status_code == 409 and "leased to" in res.json()["error"]
     op.api("/logout")
 
 
@@ -381,6 +385,7 @@ class Log:
     acked: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)  # rid -> answer
     replays: int = 0
     errors: list[str] = field(default_factory=list)
+    ahead_kept: int = 0  # images leased ahead that came next, as promised
 
 
 def _work(op: Operator, log: Log, seed: int, stop: threading.Event | None = None) -> None:
@@ -388,13 +393,24 @@ def _work(op: Operator, log: Log, seed: int, stop: threading.Event | None = None
     images once, resend some requests (a client retry)."""
     rng = random.Random(seed)
     skipped: set[str] = set()
+    ahead: str | None = None  # the image leased to this operator ahead of the current one
     try:
         while stop is None or not stop.is_set():
             nxt = op.api("/api/next")
             image = nxt["image"]
+            if ahead is not None:  # the current image was finished or skipped: it comes now
+                assert image is not None and image["image_id"] == ahead, (image, ahead)
+                log.ahead_kept += 1
             if image is None:
                 return
             log.grants.append((image["image_id"], time.time()))
+            mine = [f["image_id"] for f in nxt["following"] if f["leased_to"] == op.name]
+            assert mine == [f["image_id"] for f in nxt["following"][: len(mine)]]
+            assert len(mine) <= LEASE_AHEAD
+            ahead = mine[0] if mine else None
+            # fairness: never more than the current image and LEASE_AHEAD ahead
+            holding = [x for x in nxt["status"]["leases"] if x["operator"] == op.name]
+            assert 1 <= len(holding) <= 1 + LEASE_AHEAD, holding
             first = len(log.grants) == 1  # every operator skips the first image it gets
             if (
                 image["image_id"] not in skipped
@@ -473,6 +489,8 @@ def test_four_operators_at_once(tmp_path: Path) -> None:
         assert a.verdict == ("defect" if kind == "class" else value) and a.operator == e.operator
     assert len({e.request_id for e in events}) == len(events)
     assert sum(log.replays for log in logs) > 0
+    # the prefetched next image was really its operator's
+    assert sum(log.ahead_kept for log in logs) > 0
     # no image leased to two operators at once: per image, a grant is followed by its release
     # (a skip) before the next grant, as the server logged them in commit order
     holder: dict[str, str | None] = {}

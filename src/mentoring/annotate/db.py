@@ -13,9 +13,11 @@ Tables:
 - ``meta`` (the task set's sha256, classes, grid, the cookie-signing secret), ``images`` (task
   order) and ``areas``: the task set, loaded once (loading the same file again is a no-op,
   another file is an error naming both sha256s);
-- ``leases(image_id PK, operator, granted_at, expires_at)``: who works on which image; a lease
-  renews on each action and lapses after ``lease_s`` seconds without one. ``lease_log`` records
-  every grant and release (the audit trail the concurrency test reads);
+- ``leases(image_id PK, operator, granted_at, expires_at)``: who works on which image; an
+  operator holds their current image and up to ``lease_ahead`` images after it (the ones the page
+  shows next), all granted in one transaction; every action of the operator renews them, and
+  they lapse after ``lease_s`` seconds without one. ``lease_log`` records every grant and release
+  (the audit trail the concurrency test reads);
 - ``events``: the append-only log. One row per action (``request_id`` UNIQUE: a retried request
   is answered from its first application, never applied twice), with the operator, the image,
   the area (or NULL), the kind, the value, the previous value and the time. Undo flags an event
@@ -41,7 +43,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,9 @@ VERDICTS: tuple[str, ...] = ("defect", "healthy")
 AREA_KINDS = ("verdict", "class")
 #: the window of the areas-per-minute rate
 RATE_WINDOW_S = 600.0
+#: images leased ahead of the current one: the page's prefetched next image is the operator's
+#: (two operators never race for the same queue head), while no one holds more than 1 + this
+LEASE_AHEAD = 1
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -315,11 +320,14 @@ class ActionResult:
 
 @dataclass
 class NextResult:
-    """The image an operator works on now (leased to them), and what follows (not leased)."""
+    """The image an operator works on now (leased to them), and what follows: first the images
+    leased to them ahead (``ahead`` of them, in the order they come), then free ones (not
+    leased)."""
 
     image: ImageState | None
     following: list[ImageState]
     revisit: bool = False  # only images this operator skipped were left
+    ahead: int = 0  # how many of ``following`` (its first) are leased to the operator
 
 
 def _event(row: sqlite3.Row) -> Event:
@@ -347,8 +355,9 @@ class AnnotationDB:
 
     Args:
         path: the SQLite file.
-        lease_s: seconds without action after which an operator's lease on an image lapses.
+        lease_s: seconds without action after which an operator's leases lapse.
         clock: seconds since the epoch (tests pass their own to move time).
+        lease_ahead: images leased to an operator after their current one (0 to 2).
     """
 
     def __init__(
@@ -356,11 +365,15 @@ class AnnotationDB:
         path: str | Path,
         lease_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        lease_ahead: int = LEASE_AHEAD,
     ) -> None:
         if lease_s <= 0:
             raise ValueError(f"lease_s must be > 0, got {lease_s}")
+        if not 0 <= lease_ahead <= 2:
+            raise ValueError(f"lease_ahead must be 0, 1 or 2, got {lease_ahead}")
         self.path = Path(path)
         self.lease_s = float(lease_s)
+        self.lease_ahead = int(lease_ahead)
         self.clock = clock
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -769,9 +782,30 @@ class AnnotationDB:
             else:
                 why = "it is not leased to you; ask for the next image"
             raise Conflict(f"image {image_id!r}: {why}")
+        # the lapse is about the operator's inactivity: the images leased ahead renew too
         conn.execute(
-            "UPDATE leases SET expires_at = ? WHERE image_id = ?", (now + self.lease_s, image_id)
+            "UPDATE leases SET expires_at = ? WHERE operator = ? AND expires_at > ?",
+            (now + self.lease_s, operator, now),
         )
+
+    def _held(self, conn: sqlite3.Connection, operator: str, now: float) -> list[str]:
+        """The images ``operator`` holds a live lease on and that are not done, in task order."""
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT i.image_id FROM leases l JOIN images i ON i.image_id = l.image_id "
+                "WHERE l.operator = ? AND l.expires_at > ? AND i.done = 0 ORDER BY i.idx",
+                (operator, now),
+            )
+        ]
+
+    def _cap(self, conn: sqlite3.Connection, operator: str, now: float, keep: str) -> None:
+        """Release ``operator``'s leases beyond current + ``lease_ahead``, the last in task order
+        first, never ``keep`` (an undo takes an image back on top of what its operator holds)."""
+        held = self._held(conn, operator, now)
+        extra = len(held) - 1 - self.lease_ahead
+        for image_id in [i for i in reversed(held) if i != keep][: max(extra, 0)]:
+            self._release(conn, operator, image_id, now)
 
     def _release(self, conn: sqlite3.Connection, operator: str, image_id: str, now: float) -> None:
         deleted = conn.execute(
@@ -802,39 +836,55 @@ class AnnotationDB:
         now: float,
         limit: int,
         skip_skipped: bool,
-        exclude: str | None = None,
+        exclude: Iterable[str] = (),
+        after: int = -1,
+        free_only: bool = False,
     ) -> list[str]:
-        """Images not done, not leased to someone else, in task order (without the ones
+        """Images not done, not leased to someone else (nor to ``operator`` when ``free_only``),
+        after task index ``after``, in task order, without ``exclude`` (and without the ones
         ``operator`` skipped when ``skip_skipped``)."""
+        params: dict[str, Any] = {"now": now, "op": operator, "after": after, "limit": limit}
+        mine = "" if free_only else " OR l.operator = :op"
         sql = (
             "SELECT i.image_id FROM images i LEFT JOIN leases l ON l.image_id = i.image_id "
-            "WHERE i.done = 0 AND (l.image_id IS NULL OR l.expires_at <= :now "
-            "OR l.operator = :op) AND i.image_id != :exclude"
+            "WHERE i.done = 0 AND i.idx > :after "
+            f"AND (l.image_id IS NULL OR l.expires_at <= :now{mine})"
         )
+        names = []
+        for k, image_id in enumerate(exclude):
+            params[f"x{k}"] = image_id
+            names.append(f":x{k}")
+        if names:
+            sql += f" AND i.image_id NOT IN ({', '.join(names)})"
         if skip_skipped:
             sql += (
                 " AND i.image_id NOT IN (SELECT image_id FROM events WHERE operator = :op "
                 "AND kind = 'skip' AND undone = 0)"
             )
         sql += " ORDER BY i.idx LIMIT :limit"
-        params = {"now": now, "op": operator, "exclude": exclude or "", "limit": limit}
         return [r[0] for r in conn.execute(sql, params)]
 
     def next_image(self, operator: str, prefetch: int = 3) -> NextResult:
-        """The image ``operator`` should work on now, leased to them, and the ``prefetch``
-        images likely to follow (not leased: shown as what is next).
+        """The image ``operator`` should work on now, leased to them, the next ``lease_ahead``
+        images leased to them too, and free images after those, ``prefetch`` in all.
 
-        The image is the first in task order that they already hold and have not finished;
-        else the first that is not done, not leased to someone else (or whose lease lapsed) and
-        not skipped by them; else (``revisit``) one they skipped, when nothing else is left.
+        1. The current image is the first in task order that they hold and have not finished
+           (an image leased ahead becomes current once the one before it is done or skipped);
+           else the first that is not done, not leased to someone else (or whose lease lapsed)
+           and not skipped by them; else (``revisit``) one they skipped, when nothing else is
+           left.
+        2. Leases beyond current + ``lease_ahead`` are released (after an undo), the last first.
+        3. The images they hold after the current one stay theirs; free images after the current
+           one in task order are leased to them until they hold ``lease_ahead`` ahead. Only
+           images after the current one: the current one stays the first they hold.
+        4. ``following`` is those images, then free ones (shown as what may come, not leased).
+
+        All in one transaction: the page's prefetched next image is the operator's, and no other
+        operator is handed it (an image is leased to one operator at a time).
         """
         with self._write() as conn:
             now = self.clock()
-            held = conn.execute(
-                "SELECT i.image_id FROM leases l JOIN images i ON i.image_id = l.image_id "
-                "WHERE l.operator = ? AND l.expires_at > ? AND i.done = 0 ORDER BY i.idx LIMIT 1",
-                (operator, now),
-            ).fetchone()
+            held = self._held(conn, operator, now)
             revisit = False
             skipped = {
                 r[0]
@@ -844,7 +894,7 @@ class AnnotationDB:
                     (operator,),
                 )
             }
-            if held is not None:
+            if held:
                 image_id: str | None = held[0]
                 revisit = image_id in skipped
             else:
@@ -856,29 +906,44 @@ class AnnotationDB:
             if image_id is None:
                 return NextResult(None, [])
             self._grant(conn, operator, image_id, now)
-            following = self._candidates(
-                conn, operator, now, prefetch, skip_skipped=not revisit, exclude=image_id
+            self._cap(conn, operator, now, keep=image_id)
+            index = conn.execute(
+                "SELECT idx FROM images WHERE image_id = ?", (image_id,)
+            ).fetchone()[0]
+            ahead = [i for i in self._held(conn, operator, now) if i != image_id]
+            ahead += self._candidates(
+                conn,
+                operator,
+                now,
+                self.lease_ahead - len(ahead),
+                skip_skipped=not revisit,
+                exclude=[image_id, *ahead],
+                after=index,
+                free_only=True,
+            )
+            for other in ahead:
+                self._grant(conn, operator, other, now)
+            free = self._candidates(
+                conn,
+                operator,
+                now,
+                max(prefetch - len(ahead), 0),
+                skip_skipped=not revisit,
+                exclude=[image_id, *ahead],
             )
             return NextResult(
-                self._fold(conn, image_id), [self._fold(conn, i) for i in following], revisit
+                self._fold(conn, image_id),
+                [self._fold(conn, i) for i in [*ahead, *free]],
+                revisit,
+                len(ahead),
             )
 
     def peek(self, operator: str, n: int = 4) -> list[str]:
         """The ids :meth:`next_image` would show ``operator`` now and next, leasing nothing."""
         with self._read() as conn:
             now = self.clock()
-            held = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT i.image_id FROM leases l JOIN images i ON i.image_id = l.image_id "
-                    "WHERE l.operator = ? AND l.expires_at > ? AND i.done = 0 "
-                    "ORDER BY i.idx LIMIT 1",
-                    (operator, now),
-                )
-            ]
-            rest = self._candidates(
-                conn, operator, now, n, skip_skipped=True, exclude=held[0] if held else None
-            )
+            held = self._held(conn, operator, now)
+            rest = self._candidates(conn, operator, now, n, skip_skipped=True, exclude=held)
             return (held + rest)[:n]
 
     # -- actions -------------------------------------------------------------------------------
@@ -1226,6 +1291,8 @@ class AnnotationDB:
             result.undone = _event(
                 conn.execute("SELECT * FROM events WHERE id = ?", (target.id,)).fetchone()
             )
+            # the image taken back counts: at most current + lease_ahead stay held
+            self._cap(conn, operator, now, keep=target.image_id)
             return result
 
     # -- progress ------------------------------------------------------------------------------

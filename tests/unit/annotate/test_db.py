@@ -75,19 +75,67 @@ def test_ids_used_twice_in_the_tasks_are_named(tmp_path: Path) -> None:
 # -- leases ------------------------------------------------------------------------------------
 
 
+def _leased(db: AnnotationDB) -> dict[str, str | None]:
+    return {s.image_id: s.leased_to for s in db.states()}
+
+
 def test_next_image_leases_in_task_order_and_never_to_two_operators(db: AnnotationDB) -> None:
     first = db.next_image("op-1")
     assert first.image is not None and first.image.image_id == "img-a"
     assert first.image.leased_to == "op-1"
+    # img-b is leased ahead with img-a (the page's next image is op-1's), img-c, img-d are free
     assert [f.image_id for f in first.following] == ["img-b", "img-c", "img-d"]
-    assert _ids(db, "op-2") == "img-b"  # img-a is op-1's
+    assert first.ahead == 1
+    assert [f.leased_to for f in first.following] == ["op-1", None, None]
+    assert _ids(db, "op-2") == "img-c"  # img-a and img-b are op-1's
     assert _ids(db, "op-1") == "img-a"  # still holding it, not finished
-    assert _ids(db, "op-3") == "img-c"
+    assert _ids(db, "op-3") is None  # img-c and img-d (ahead) are op-2's
     nxt = db.next_image("op-2")
-    assert nxt.image is not None and nxt.image.image_id == "img-b"
-    assert [f.image_id for f in nxt.following] == ["img-d"]  # img-a, img-c leased to others
+    assert nxt.image is not None and nxt.image.image_id == "img-c"
+    assert [f.image_id for f in nxt.following] == ["img-d"] and nxt.ahead == 1
     grants = [(r["image_id"], r["operator"]) for r in db.lease_log() if r["kind"] == "grant"]
-    assert grants == [("img-a", "op-1"), ("img-b", "op-2"), ("img-c", "op-3")]
+    assert grants == [("img-a", "op-1"), ("img-b", "op-1"), ("img-c", "op-2"), ("img-d", "op-2")]
+
+
+def test_the_image_leased_ahead_comes_next_and_the_ahead_moves_on(db: AnnotationDB) -> None:
+    assert _ids(db, "op-1") == "img-a"
+    _answer_all(db, "op-1", "img-a")
+    nxt = db.next_image("op-1")
+    assert nxt.image is not None and nxt.image.image_id == "img-b"  # the one leased ahead
+    assert [f.image_id for f in nxt.following][:1] == ["img-c"] and nxt.ahead == 1
+    assert _leased(db) == {"img-a": "op-1", "img-b": "op-1", "img-c": "op-1", "img-d": None}
+    # a skip releases the current image only: the one ahead becomes current
+    db.skip("op-1", "r-skip-b", "img-b")
+    assert _ids(db, "op-1") == "img-c"
+    assert _leased(db)["img-b"] is None and _leased(db)["img-d"] == "op-1"
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 2])
+def test_an_operator_never_holds_more_than_current_and_n_ahead(
+    tmp_path: Path, clock: Clock, tasks: MiningTasks, ahead: int
+) -> None:
+    db = AnnotationDB(tmp_path / "n.sqlite", lease_s=LEASE_S, clock=clock, lease_ahead=ahead)
+    db.load_tasks(tasks, "a" * 64, "tasks.json")
+
+    def held(op: str) -> list[str]:
+        return [i for i, o in _leased(db).items() if o == op and not db.image_state(i).done]
+
+    try:
+        res = db.next_image("op-1")
+        assert res.ahead == ahead and held("op-1") == ["img-a", "img-b", "img-c"][: 1 + ahead]
+        _answer_all(db, "op-1", "img-a")
+        _answer_all(db, "op-1", db.next_image("op-1").image.image_id)  # type: ignore[union-attr]
+        db.next_image("op-1")
+        assert len(held("op-1")) <= 1 + ahead
+        # an undo takes img-b back on top: the last leased ahead is released, img-b is kept
+        db.undo("op-1", "u-000001")
+        assert "img-b" in held("op-1") and len(held("op-1")) <= 1 + ahead
+        assert _ids(db, "op-1") == "img-b"
+        assert len(held("op-1")) <= 1 + ahead
+    finally:
+        db.close()
+    with pytest.raises(ValueError, match="lease_ahead"):
+        AnnotationDB(tmp_path / "x.sqlite", lease_ahead=3)
 
 
 def test_finishing_an_image_moves_on(db: AnnotationDB) -> None:
@@ -95,7 +143,7 @@ def test_finishing_an_image_moves_on(db: AnnotationDB) -> None:
     _answer_all(db, "op-1", "img-a")
     assert db.image_state("img-a").done
     assert _ids(db, "op-1") == "img-b"
-    assert _ids(db, "op-2") == "img-c"  # img-a is done, img-b leased
+    assert _ids(db, "op-2") == "img-d"  # img-a is done, img-b leased, img-c leased ahead
 
 
 def test_lease_lapses_after_inactivity_and_another_operator_takes_it(
@@ -103,8 +151,9 @@ def test_lease_lapses_after_inactivity_and_another_operator_takes_it(
 ) -> None:
     assert _ids(db, "op-1") == "img-a"
     db.verdict("op-1", "r-000001", "img-a", "img-a/scratch/0", "defect")
-    clock.advance(LEASE_S - 1)  # the verdict renewed the lease: still op-1's
-    assert _ids(db, "op-2") == "img-b"
+    clock.advance(LEASE_S - 1)  # the verdict renewed the leases: still op-1's
+    assert _leased(db)["img-b"] == "op-1"  # the image leased ahead too
+    assert _ids(db, "op-2") == "img-c"
     clock.advance(2)  # past the renewed lease
     with pytest.raises(Conflict, match="lapsed"):
         db.verdict("op-1", "r-000002", "img-a", "img-a/stain/0", "defect")
@@ -160,7 +209,7 @@ def test_unknown_ids_and_values_are_refused(db: AnnotationDB) -> None:
 
 def test_logout_releases_the_leases(db: AnnotationDB) -> None:
     assert _ids(db, "op-1") == "img-a"
-    assert db.release_all("op-1") == 1
+    assert db.release_all("op-1") == 2  # img-a and img-b, leased ahead
     assert _ids(db, "op-2") == "img-a"
 
 
@@ -244,15 +293,15 @@ def test_skipped_images_come_back_only_when_nothing_else_is_left(db: AnnotationD
     assert _ids(db, "op-1") == "img-a"
     res = db.skip("op-1", "r-000001", "img-a")
     assert res.image.leased_to is None
-    assert _ids(db, "op-2") == "img-a"  # released: another operator gets it
-    assert _ids(db, "op-1") == "img-b"
+    assert _ids(db, "op-2") == "img-a"  # released: another operator gets it (img-c ahead)
+    assert _ids(db, "op-1") == "img-b"  # leased ahead: op-1's
     _answer_all(db, "op-1", "img-b")
-    assert _ids(db, "op-1") == "img-c"
-    db.finish("op-1", "r-000002", "img-c")
     assert _ids(db, "op-1") == "img-d"
     _answer_all(db, "op-1", "img-d")
-    assert db.next_image("op-1").image is None  # img-a is op-2's
+    assert db.next_image("op-1").image is None  # img-a, img-c are op-2's
     db.release_all("op-2")
+    assert _ids(db, "op-1") == "img-c"
+    db.finish("op-1", "r-000002", "img-c")
     again = db.next_image("op-1")
     assert again.image is not None and again.image.image_id == "img-a" and again.revisit
 
@@ -326,12 +375,12 @@ def test_a_retried_request_is_applied_once(db: AnnotationDB) -> None:
 
 def test_a_request_id_reused_for_another_action_is_refused(db: AnnotationDB) -> None:
     assert _ids(db, "op-1") == "img-a"
-    assert _ids(db, "op-2") == "img-b"
+    assert _ids(db, "op-2") == "img-c"
     db.verdict("op-1", "r-000001", "img-a", "img-a/scratch/0", "defect")
     with pytest.raises(Conflict, match="already used by 'op-1' for a verdict"):
         db.verdict("op-1", "r-000001", "img-a", "img-a/stain/0", "defect")
     with pytest.raises(Conflict, match="already used"):
-        db.verdict("op-2", "r-000001", "img-b", "img-b/stain/0", "defect")
+        db.verdict("op-2", "r-000001", "img-d", "img-d/scratch/0", "defect")
     with pytest.raises(Conflict, match="already used"):
         db.skip("op-1", "r-000001", "img-a")
     # the UNIQUE constraint stands behind the check
@@ -372,11 +421,11 @@ def test_refold_repairs_a_cache_that_disagrees(db: AnnotationDB) -> None:
 
 def test_status_counts_per_operator(db: AnnotationDB, clock: Clock) -> None:
     assert _ids(db, "op-1") == "img-a"
-    assert _ids(db, "op-2") == "img-b"
+    assert _ids(db, "op-2") == "img-c"
     db.verdict("op-1", "r-000001", "img-a", "img-a/scratch/0", "defect")
     clock.advance(30)
     db.verdict("op-1", "r-000002", "img-a", "img-a/stain/0", "healthy")
-    db.draw("op-2", "r-000003", "img-b", "stain", (0, 0, 8, 8))
+    db.draw("op-2", "r-000003", "img-c", "stain", (0, 0, 8, 8))
     s = db.status()
     assert s["images"] == {"total": 4, "done": 1, "left": 3}
     assert s["areas"] == {"total": 5, "done": 2, "left": 3, "drawn": 1}
@@ -384,6 +433,8 @@ def test_status_counts_per_operator(db: AnnotationDB, clock: Clock) -> None:
     assert (ops["op-1"]["areas"], ops["op-1"]["images"], ops["op-1"]["drawn"]) == (2, 1, 0)
     assert ops["op-1"]["areas_per_minute"] == 4.0  # 2 areas since 30 s ago
     assert (ops["op-2"]["areas"], ops["op-2"]["images"], ops["op-2"]["drawn"]) == (0, 1, 1)
+    # the images being worked on, those leased ahead included (every action renews them)
     assert s["leases"] == [
-        {"image_id": "img-b", "operator": "op-2", "expires_at": clock() + LEASE_S}
+        {"image_id": i, "operator": o, "expires_at": clock() + LEASE_S}
+        for i, o in (("img-b", "op-1"), ("img-c", "op-2"), ("img-d", "op-2"))
     ]

@@ -58,7 +58,10 @@ def session(tmp_path: Path) -> tuple[AnnotationDB, Path, Clock]:
     tasks_path.parent.mkdir(parents=True)
     tasks_path.write_text(dump(tasks))
     clock = Clock()
-    db = AnnotationDB(tmp_path / "data/annotate/s.sqlite", lease_s=LEASE_S, clock=clock)
+    # no image leased ahead: the scenario hands out images one at a time (leases: test_db.py)
+    db = AnnotationDB(
+        tmp_path / "data/annotate/s.sqlite", lease_s=LEASE_S, clock=clock, lease_ahead=0
+    )
     db.load_tasks(tasks, sha256_file(tasks_path), str(tasks_path))
     # op-1 corrects img-a's scratch into a stain, then leaves; op-3 takes img-a over
     assert db.next_image("op-1").image.image_id == "img-a"  # type: ignore[union-attr]

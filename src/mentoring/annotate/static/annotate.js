@@ -4,9 +4,11 @@
  * everything (ids, classes, leases); the page shows its answer. Actions are sent one at a time,
  * in the order of the keys, each with its own request id (a retry after a network error reuses
  * it, so the server applies it once). The page moves on at once (the next image is prefetched)
- * and takes the server's state when nothing else is in flight. A prefetched image may go to
- * another operator first: keys pressed on it wait until its lease comes back (tens of ms), and
- * are dropped, with a message, if the server hands out another image instead.
+ * and takes the server's state when nothing else is in flight. The server leases each operator's
+ * next image together with the current one (the first of `following`, `leased_to` this
+ * operator): keys pressed on it are sent at once. A prefetched image further on is not leased
+ * and may go to another operator first: keys pressed on it wait until its lease comes back (tens
+ * of ms), and are dropped, with a message, if the server hands out another image instead.
  *
  * Data from the tasks is only ever put into the page with textContent or setAttribute, never as
  * markup.
@@ -358,14 +360,16 @@
     });
   }
 
-  /** Show the prefetched image at once, and ask the server for the lease. */
+  /** Show the prefetched image at once, and ask the server for the lease (for an image leased
+   * to this operator ahead, the keys need not wait for the answer). */
   function goNext() {
     const pre = st.following.shift();
     if (pre) {
       show(pre);
       renderStrip();
     }
-    st.waiting = pre ? 'pre' : 'none';
+    const ours = pre && pre.leased_to === cfg.operator;
+    st.waiting = !pre ? 'none' : ours ? null : 'pre';
     st.queued = [];
     askNext(fail);
   }
@@ -499,6 +503,8 @@
   }
 
   function undo() {
+    // the image taken back may cost the lease of the one ahead: wait for it again
+    for (const f of st.following) f.leased_to = null;
     send('/api/undo', { request_id: requestId() }).then((res) => {
       const u = res.undone;
       show(res.image, u.area_id || undefined);
