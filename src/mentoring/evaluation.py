@@ -77,7 +77,8 @@ def area_metrics(
     aps = []
     for k, name in enumerate(classes):
         n_pos = int(t[k].sum())
-        ap = float(average_precision_score(t[k], p[k])) if n_pos else None
+        # scikit-learn's sum of precision steps can land a rounding error above 1 (1 + 2e-16)
+        ap = min(float(average_precision_score(t[k], p[k])), 1.0) if n_pos else None
         if ap is not None:
             aps.append(ap)
         tp_k = int((pred[k] & t[k]).sum())

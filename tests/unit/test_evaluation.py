@@ -196,3 +196,14 @@ def test_pick_examples_false_positives_first() -> None:
     assert picked == [2]
     assert 3 not in pick_examples(probs, targets, n=10, threshold=0.5)
     assert pick_examples(probs, targets, n=0, threshold=0.5) == []
+
+
+def test_ap_never_exceeds_one() -> None:
+    """scikit-learn sums recall steps: 20 perfectly ranked positives give 1 + 2e-16, which the
+    metrics suite (every rate in [0, 1]) would reject."""
+    t = np.zeros((1, 1, 5, 5), np.uint8)
+    t.reshape(-1)[:20] = 1
+    p = np.full((1, 1, 5, 5), 0.1, np.float32)
+    p.reshape(-1)[:20] = np.linspace(1.0, 0.6, 20)
+    m = area_metrics(p, t, ("scratch",), 0.5)
+    assert m["per_class"]["scratch"]["ap"] == 1.0 and m["map"] == 1.0
