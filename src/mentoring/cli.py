@@ -546,21 +546,30 @@ def evaluate_cmd(
     m = evaluate.run(p, manifest, model, results, name, track=track)
     table = Table(
         "domain",
-        "mAP",
-        "precision",
-        "recall",
+        "defect mAP",
+        "defect P / R",
+        "false alarms/img",
+        "cell mAP",
+        "cell P / R",
         "false-reject",
         "escape",
-        title=f"{name} @ {p.evaluate.threshold}",
+        title=f"{name} @ {p.evaluate.threshold} (defects matched at IoU {p.evaluate.match_iou})",
     )
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
     for domain, v in m["domains"].items():
+        d = v.get("defect", {})
         table.add_row(
             domain,
-            f"{v['map']:.3f}",
-            f"{v['precision']:.3f}",
-            f"{v['recall']:.3f}",
-            f"{v['false_reject_rate']:.3f}",
-            f"{v['escape_rate']:.3f}",
+            num(d.get("map")),
+            f"{num(d.get('precision'))} / {num(d.get('recall'))}",
+            num(d.get("false_alarms_per_image")),
+            num(v["map"]),
+            f"{num(v['precision'])} / {num(v['recall'])}",
+            num(v["false_reject_rate"]),
+            num(v["escape_rate"]),
         )
     out.print(table)
     out.print(f"metrics: {results / 'metrics.json'}  plots: {results / 'plots'}/")
