@@ -519,6 +519,46 @@ def test_four_operators_at_once(tmp_path: Path) -> None:
     assert sorted(exported_areas) == sorted(areas)
 
 
+def test_the_camera_original_is_in_the_payload(tmp_path: Path) -> None:
+    """An image ingested from a 2048 px camera carries its original size, source and boxes in
+    the original's pixels; a synthetic one carries none."""
+    root = tmp_path / "data"
+    _png(root / "line/images/cam-0.png", 0)
+    _png(root / "line/images/synth.png", 1)
+    tasks = make_tasks(
+        {
+            "cam-0": [area("cam-0/stain/0", "stain", [(1, 1)], (8, 8, 16, 16))],
+            "synth": [area("synth/scratch/0", "scratch", [(0, 0)], (0, 0, 8, 8))],
+        },
+        paths={"cam-0": "line/images/cam-0.png", "synth": "line/images/synth.png"},
+    )
+    cam = tasks.images[0]
+    cam = cam.model_copy(
+        update={
+            "orig_size": (2048, 2048),
+            "source_uri": "s3://line/cam/0001.png",
+            "areas": [cam.areas[0].model_copy(update={"orig_bbox": (512, 512, 1024, 1024)})],
+        }
+    )
+    path = root / "mining/tasks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump(tasks.model_copy(update={"images": [cam, tasks.images[1]]})))
+    with annotate_server(path, root / "annotate/orig.sqlite") as server:
+        op = Operator(server.url, "op-orig")
+        nxt = op.api("/api/next")
+        image = nxt["image"]
+        assert image["image_id"] == "cam-0" and image["orig_size"] == [2048, 2048]
+        assert image["source_uri"] == "s3://line/cam/0001.png"
+        assert image["areas"][0]["orig_bbox"] == [512, 512, 1024, 1024]
+        assert image["areas"][0]["bbox"] == [8, 8, 16, 16]  # the stored image's, as before
+        synth = nxt["following"][0]
+        assert synth["image_id"] == "synth" and synth["orig_size"] is None
+        assert synth["source_uri"] == "" and synth["areas"][0]["orig_bbox"] is None
+        read = op.http.get(server.url + "/api/images/cam-0", timeout=30).json()
+        assert read["orig_size"] == [2048, 2048]
+        assert read["areas"][0]["orig_bbox"] == [512, 512, 1024, 1024]
+
+
 # -- durability --------------------------------------------------------------------------------
 
 

@@ -58,6 +58,14 @@ KINDS = ("verdict", "class", "healthy", "skip", "done", "drawn", "drawn_delete",
 VERDICTS: tuple[str, ...] = ("defect", "healthy")
 #: kinds of events that answer an area (counted in areas per minute)
 AREA_KINDS = ("verdict", "class")
+#: columns added after the first layout (the camera original of ingested images): a database of
+#: that layout gets them, empty, when it is opened
+_ADDED_COLUMNS = (
+    ("images", "orig_w", "INTEGER"),
+    ("images", "orig_h", "INTEGER"),
+    ("images", "source_uri", "TEXT NOT NULL DEFAULT ''"),
+    ("areas", "orig_bbox", "TEXT"),
+)
 #: the window of the areas-per-minute rate
 RATE_WINDOW_S = 600.0
 #: images leased ahead of the current one: the page's prefetched next image is the operator's
@@ -77,7 +85,10 @@ _DDL = (
         healthy_by TEXT,
         healthy_at REAL,
         finished_by TEXT,
-        finished_at REAL
+        finished_at REAL,
+        orig_w INTEGER,
+        orig_h INTEGER,
+        source_uri TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX IF NOT EXISTS images_done ON images(done, idx)",
     """CREATE TABLE IF NOT EXISTS areas (
@@ -92,7 +103,8 @@ _DDL = (
         cls_now TEXT,
         implied INTEGER NOT NULL DEFAULT 0,
         operator TEXT,
-        at REAL
+        at REAL,
+        orig_bbox TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS areas_image ON areas(image_id, pos)",
     """CREATE TABLE IF NOT EXISTS drawn (
@@ -193,6 +205,8 @@ class AreaState:
     implied: bool = False  # rejected by the image's healthy flag, not by its own verdict
     operator: str | None = None
     at: float | None = None
+    # the box in the camera original's pixels (x0, y0, x1, y1); None when stored = original
+    orig_bbox: tuple[int, int, int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -201,6 +215,7 @@ class AreaState:
             "detected_class": self.detected_class,
             "score": self.score,
             "bbox": list(self.bbox),
+            "orig_bbox": None if self.orig_bbox is None else list(self.orig_bbox),
             "cells": [list(c) for c in self.cells],
             "verdict": self.verdict,
             "implied": self.implied,
@@ -246,6 +261,8 @@ class ImageState:
     skipped_by: list[str] = field(default_factory=list)
     leased_to: str | None = None
     lease_expires_at: float | None = None
+    orig_size: tuple[int, int] | None = None  # (width, height) of the camera original, if ingested
+    source_uri: str = ""  # where the original was read (a path or s3://...), if ingested
 
     @property
     def done(self) -> bool:
@@ -271,6 +288,8 @@ class ImageState:
             "skipped_by": list(self.skipped_by),
             "leased_to": self.leased_to,
             "lease_expires_at": self.lease_expires_at,
+            "orig_size": None if self.orig_size is None else list(self.orig_size),
+            "source_uri": self.source_uri,
             "areas": [a.as_dict() for a in self.areas],
             "drawn": [d.as_dict() for d in self.drawn],
         }
@@ -385,6 +404,10 @@ class AnnotationDB:
         with self._write() as c:
             for ddl in _DDL:
                 c.execute(ddl)
+            for table, column, decl in _ADDED_COLUMNS:
+                have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             version = self._meta(c, "schema_version")
             if version is None:
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -491,15 +514,24 @@ class AnnotationDB:
             }
             conn.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
             conn.executemany(
-                "INSERT INTO images (idx, image_id, path, score, n_areas) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO images (idx, image_id, path, score, n_areas, orig_w, orig_h, "
+                "source_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (i, im.image_id, im.path, im.score, len(im.areas))
+                    (
+                        i,
+                        im.image_id,
+                        im.path,
+                        im.score,
+                        len(im.areas),
+                        *(im.orig_size or (None, None)),
+                        im.source_uri,
+                    )
                     for i, im in enumerate(tasks.images)
                 ],
             )
             conn.executemany(
-                "INSERT INTO areas (area_id, image_id, pos, cls, score, bbox, cells, cls_now) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO areas (area_id, image_id, pos, cls, score, bbox, cells, cls_now, "
+                "orig_bbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         a.area_id,
@@ -510,6 +542,7 @@ class AnnotationDB:
                         json.dumps(list(a.bbox)),
                         json.dumps([list(c) for c in a.cells]),
                         a.cls,
+                        None if a.orig_bbox is None else json.dumps(list(a.orig_bbox)),
                     )
                     for im in tasks.images
                     for k, a in enumerate(im.areas)
@@ -578,13 +611,24 @@ class AnnotationDB:
                 score=a["score"],
                 bbox=_box(a["bbox"]),
                 cells=[(int(r), int(c)) for r, c in json.loads(a["cells"])],
+                orig_bbox=None if a["orig_bbox"] is None else _box(a["orig_bbox"]),
             )
             for a in conn.execute(
                 "SELECT * FROM areas WHERE image_id = ? ORDER BY pos", (image_id,)
             )
         ]
         state = ImageState(
-            image_id=image_id, index=row["idx"], path=row["path"], score=row["score"], areas=areas
+            image_id=image_id,
+            index=row["idx"],
+            path=row["path"],
+            score=row["score"],
+            areas=areas,
+            orig_size=(
+                None
+                if row["orig_w"] is None or row["orig_h"] is None
+                else (int(row["orig_w"]), int(row["orig_h"]))
+            ),
+            source_uri=row["source_uri"] or "",
         )
         by_id = {a.area_id: a for a in areas}
         drawn: dict[str, DrawnState] = {}

@@ -17,7 +17,7 @@ from mentoring.annotate.db import (
 )
 from mentoring.feedback.schema import MiningTasks
 from tests.factories import area, make_tasks
-from tests.unit.annotate.conftest import LEASE_S, Clock
+from tests.unit.annotate.conftest import LEASE_S, Clock, small_tasks
 
 
 def _ids(db: AnnotationDB, op: str) -> str | None:
@@ -438,3 +438,61 @@ def test_status_counts_per_operator(db: AnnotationDB, clock: Clock) -> None:
         {"image_id": i, "operator": o, "expires_at": clock() + LEASE_S}
         for i, o in (("img-b", "op-1"), ("img-c", "op-2"), ("img-d", "op-2"))
     ]
+
+
+# -- the camera original -----------------------------------------------------------------------
+
+
+def _with_original(tasks: MiningTasks) -> MiningTasks:
+    """img-a ingested from a 2048 x 2048 camera image (the 32 px image is 64x smaller)."""
+    a = tasks.images[0]
+    areas = [x.model_copy(update={"orig_bbox": tuple(64 * v for v in x.bbox)}) for x in a.areas]
+    a = a.model_copy(
+        update={"orig_size": (2048, 2048), "source_uri": "s3://line/cam/0001.png", "areas": areas}
+    )
+    return tasks.model_copy(update={"images": [a, *tasks.images[1:]]})
+
+
+def test_the_original_size_source_and_boxes_are_kept(tmp_path: Path, clock: Clock) -> None:
+    db = AnnotationDB(tmp_path / "o.sqlite", lease_s=LEASE_S, clock=clock)
+    try:
+        db.load_tasks(_with_original(small_tasks()), "a" * 64, "tasks.json")
+        res = db.next_image("op-1")
+        assert res.image is not None
+        image = res.image.as_dict()
+        assert image["orig_size"] == [2048, 2048]
+        assert image["source_uri"] == "s3://line/cam/0001.png"
+        assert [a["orig_bbox"] for a in image["areas"]] == [
+            [0, 0, 512, 512],
+            [1024, 1024, 2048, 1536],
+        ]
+        synthetic = res.following[0].as_dict()  # img-b: no original
+        assert synthetic["orig_size"] is None and synthetic["source_uri"] == ""
+        assert synthetic["areas"][0]["orig_bbox"] is None
+    finally:
+        db.close()
+
+
+def test_a_database_of_the_previous_layout_opens(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "old.sqlite"
+    db = AnnotationDB(path, lease_s=LEASE_S, clock=clock)
+    db.load_tasks(small_tasks(), "a" * 64, "tasks.json")
+    assert _ids(db, "op-1") == "img-a"
+    db.verdict("op-1", "r-000001", "img-a", "img-a/scratch/0", "defect")
+    conn = db._conn()  # back to the layout before the original's columns
+    for table, column in (
+        ("images", "orig_w"),
+        ("images", "orig_h"),
+        ("images", "source_uri"),
+        ("areas", "orig_bbox"),
+    ):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    db.close()
+    again = AnnotationDB(path, lease_s=LEASE_S, clock=clock)
+    try:
+        state = again.image_state("img-a")
+        assert state.areas[0].verdict == "defect" and state.orig_size is None
+        assert state.source_uri == "" and state.areas[0].orig_bbox is None
+        assert again.refold() == []
+    finally:
+        again.close()

@@ -27,6 +27,7 @@
     draft: $('draft'),
     title: $('image-title'),
     state: $('image-state'),
+    source: $('image-source'),
     areas: $('areas'),
     drawn: $('drawn-list'),
     strip: $('strip'),
@@ -203,7 +204,16 @@
       const verdict = document.createElement('span');
       verdict.className = 'verdict';
       verdict.textContent = a.verdict ? a.verdict + (a.implied ? ' (image)' : '') : '?';
-      li.append(sw, name, verdict);
+      li.append(sw, name);
+      if (a.orig_bbox && im.orig_size) {
+        // the box in the camera original's pixels (ingested at another resolution)
+        const [x0, y0, x1, y1] = a.orig_bbox;
+        const orig = document.createElement('span');
+        orig.className = 'orig';
+        orig.textContent = `${x0},${y0}–${x1},${y1} px of ${im.orig_size[0]}x${im.orig_size[1]}`;
+        li.append(orig);
+      }
+      li.append(verdict);
       li.addEventListener('click', () => select(i));
       return li;
     });
@@ -234,6 +244,12 @@
     el.canvas.dataset.done = String(Boolean(im && localDone(im)));
     el.canvas.dataset.healthy = String(Boolean(im && im.healthy));
     el.title.textContent = im ? im.image_id : 'Nothing left to review';
+    // the camera original, for an image ingested at another resolution
+    const source = [];
+    if (im && im.orig_size) source.push(`original ${im.orig_size[0]}x${im.orig_size[1]} px`);
+    if (im && im.source_uri) source.push(im.source_uri);
+    el.source.textContent = source.join(' · ');
+    el.source.hidden = source.length === 0;
     if (!im) {
       el.state.textContent = '';
       return;
