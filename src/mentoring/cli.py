@@ -545,16 +545,12 @@ def evaluate_cmd(
     results = results or spec.default(stage, "results", strategy=name)
     m = evaluate.run(p, manifest, model, results, name, track=track)
     table = Table(
-        "domain",
-        "defect mAP",
-        "defect P / R",
-        "false alarms/img",
-        "cell mAP",
-        "cell P / R",
-        "false-reject",
-        "escape",
-        title=f"{name} @ {p.evaluate.threshold} (defects matched at IoU {p.evaluate.match_iou})",
+        title=f"{name} @ {p.evaluate.threshold}: defect level (matched at IoU "
+        f"{p.evaluate.match_iou}; alarms = false alarms per image), cell level, images"
     )
+    table.add_column("domain", no_wrap=True, min_width=8)
+    for header in ("def. mAP", "def. P/R", "alarms", "cell mAP", "reject", "escape"):
+        table.add_column(header, no_wrap=True)
 
     def num(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -564,10 +560,9 @@ def evaluate_cmd(
         table.add_row(
             domain,
             num(d.get("map")),
-            f"{num(d.get('precision'))} / {num(d.get('recall'))}",
+            f"{num(d.get('precision'))}/{num(d.get('recall'))}",
             num(d.get("false_alarms_per_image")),
             num(v["map"]),
-            f"{num(v['precision'])} / {num(v['recall'])}",
             num(v["false_reject_rate"]),
             num(v["escape_rate"]),
         )
