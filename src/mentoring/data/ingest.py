@@ -475,15 +475,23 @@ def ingest_split(
     masks_required: bool,
     concurrency: int = 8,
     progress: Progress | None = None,
+    listed: list[ObjectInfo] | None = None,
 ) -> tuple[BatchReport, list[dict[str, Any]], list[Quarantined]]:
     """Ingest one (domain, split) from ``store`` under ``prefix``.
 
     ``existing`` is the manifest so far (rows of earlier runs): their objects are not fetched
-    again. Returns (report, new manifest rows, quarantined files of this run).
+    again. ``listed``: the store's listing when the caller already has it (a line's four
+    splits share one listing instead of listing S3 again per split). Returns (report, new
+    manifest rows, quarantined files of this run).
     """
     start = time.perf_counter()
     report = BatchReport(store.uri(prefix), domain, split)
-    listing = list(store.list(prefix.rstrip("/") + "/" if prefix else ""))
+    under = prefix.rstrip("/") + "/" if prefix else ""
+    listing = (
+        [o for o in listed if o.key.startswith(under)]
+        if listed is not None
+        else list(store.list(under))
+    )
     report.listed = len(listing)
     items, orphans, skipped = plan(listing, prefix)
     report.skipped.update(skipped)

@@ -80,12 +80,13 @@ def ingest_line(
     """
     store = open_line_source(params, source)
     try:
-        listing = [o.key for o in store.list()]
+        objects = list(store.list())
     except StorageError as exc:
         raise IngestError(f"line source {source}: {exc}") from None
     if isinstance(store, LocalStore) and not Path(source).is_dir():
         raise IngestError(f"line.ingest_dir {source}: folder not found")
     _check_classes(params, store)
+    listing = [o.key for o in objects]
     found = {k.split("/", 1)[0] for k in listing if "/" in k}
     known = set(params.line.setups)
     if found - known:
@@ -120,6 +121,7 @@ def ingest_line(
             masks_required=(domain, split) not in UNLABELLED_OK,
             concurrency=params.line.s3.concurrency,
             progress=tick,
+            listed=objects,
         )
         offset += report.listed
         rows += new_rows
