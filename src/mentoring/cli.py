@@ -588,10 +588,12 @@ def validate_cmd(
     )
 
 
-def _written(out_dir: Path) -> None:
-    """Print Table 1 (plain: a wrapped table is unreadable) and where its files are."""
-    typer.echo((out_dir / "table1.md").read_text())
-    out.print(f"written: {out_dir / 'table1.json'}, {out_dir / 'table1.md'}, {out_dir / 'plots'}/")
+def _written(out_dir: Path, stem: str = "table1") -> None:
+    """Print the table (plain: a wrapped table is unreadable) and where its files are."""
+    typer.echo((out_dir / f"{stem}.md").read_text())
+    out.print(
+        f"written: {out_dir / (stem + '.json')}, {out_dir / (stem + '.md')}, {out_dir / 'plots'}/"
+    )
 
 
 @app.command("report", help=spec.stage("report").help)
@@ -720,44 +722,74 @@ experiment_app = typer.Typer(help="Experiments (the paper's Table 1).", no_args_
 app.add_typer(experiment_app, name="experiment")
 
 
-@experiment_app.command("table1")
-@_friendly
-def table1_cmd(
-    params: ParamsOpt = PARAMS,
-    set_: SetOpt = None,
-    seeds: Annotated[
-        int, typer.Option(help="Number of seeds (base.seed, base.seed + 1, ...).")
-    ] = 1,
-    data: Path = typer.Option(
-        spec.default("line", "data"), help="Data root (the line is generated if missing)."
-    ),
-    workdir: Annotated[Path, typer.Option(help="Models and per-variant results.")] = Path(
-        "results/table1/work"
-    ),
-    out_dir: Annotated[Path, typer.Option("--out", help="table1.json, table1.md, plots.")] = Path(
-        "results/table1"
-    ),
-) -> None:
-    """Reproduce the paper's Table 1: baseline, w/ new data, each fix, combinations, oracle."""
-    from mentoring.experiments.table1 import run_seed, seed_dir
-    from mentoring.reporting import plot_tsne, report
+def _experiment_seeds(
+    p: Params, data: Path, workdir: Path, seeds: int, rows: Any, noise: bool = False
+) -> tuple[Path, dict[int, dict[str, Any]]]:
+    """Generate the line if missing, then run every row for ``seeds`` seeds."""
+    from mentoring.experiments.rows import run_seed
     from mentoring.stages import line
 
-    p = _params(params, set_)
     manifest = spec.relocate("line", "manifest", "data", data)
     if not manifest.exists():
         line.run(p, data, spec.default("line", "results"))
     per_seed = {}
     for k in range(seeds):
         ps = p.model_copy(update={"base": p.base.model_copy(update={"seed": p.base.seed + k})})
-        res = run_seed(
+        per_seed[ps.base.seed] = run_seed(
             ps,
             manifest,
             workdir,
+            rows,
             log=lambda msg: console.print(escape(msg)),
             show_progress=sys.stderr.isatty(),
+            noise=noise,
         )
-        per_seed[ps.base.seed] = res["evaluations"]
+    return manifest, per_seed
+
+
+def _row_labels(rows: Any) -> dict[str, str]:
+    from mentoring.reporting import label
+
+    return {
+        r.name: r.label or (label(r.strategy) + ("" if r.name == r.strategy else f" [{r.name}]"))
+        for r in rows
+    }
+
+
+SeedsOpt = Annotated[int, typer.Option(help="Number of seeds (base.seed, base.seed + 1, ...).")]
+DataOpt = Annotated[Path, typer.Option(help="Data root (the line is generated if missing).")]
+
+
+@experiment_app.command("table1")
+@_friendly
+def table1_cmd(
+    params: ParamsOpt = PARAMS,
+    set_: SetOpt = None,
+    seeds: SeedsOpt = 1,
+    data: DataOpt = spec.default("line", "data"),
+    workdir: Annotated[Path, typer.Option(help="Models and per-variant results.")] = Path(
+        "results/table1/work"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="table1.json, table1.md, plots.")] = Path(
+        "results/table1"
+    ),
+    rows_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--rows",
+            help="Extra rows after the strategies (YAML, see experiments/README.md), e.g. "
+            "transfer+oracle or a row with mentor.draw_missed_rate set.",
+        ),
+    ] = None,
+) -> None:
+    """Reproduce the paper's Table 1: baseline, w/ new data, each fix, combinations, oracle."""
+    from mentoring.experiments.rows import check_rows, load_rows, seed_dir, strategy_rows
+    from mentoring.reporting import plot_tsne, report
+
+    p = _params(params, set_)
+    strategies = strategy_rows(p)
+    rows = check_rows(strategies + (load_rows(rows_file) if rows_file else []))
+    manifest, per_seed = _experiment_seeds(p, data, workdir, seeds, rows)
     first = seed_dir(workdir, p.base.seed) / "models"
     tsne_models = {
         v: first / f"{v}.pt" for v in ("scratch", "scratch+dann") if (first / f"{v}.pt").exists()
@@ -767,8 +799,54 @@ def table1_cmd(
         if tsne_models
         else None
     )
-    report(per_seed, out_dir, sep)
+    report(
+        {s: r["evaluations"] for s, r in per_seed.items()},
+        out_dir,
+        sep,
+        labels=_row_labels(rows),
+        candidates=[r.name for r in strategies],
+    )
     _written(out_dir)
+
+
+@experiment_app.command("rows")
+@_friendly
+def rows_cmd(
+    rows_file: Annotated[Path, typer.Argument(help="Rows to compare (YAML: rows: [...]).")],
+    params: ParamsOpt = PARAMS,
+    set_: SetOpt = None,
+    seeds: SeedsOpt = 3,
+    reference: Annotated[
+        str | None, typer.Option(help="Row the others are compared with [default: the first].")
+    ] = None,
+    title: Annotated[str, typer.Option(help="Title of rows.md.")] = "Experiment",
+    noise: Annotated[
+        bool, typer.Option(help="Measure each row's label noise against the hidden truth.")
+    ] = True,
+    data: DataOpt = spec.default("line", "data"),
+    workdir: Annotated[
+        Path, typer.Option(help="Models and per-row results (shared checkpoints resume).")
+    ] = Path("results/experiments/work"),
+    out_dir: Annotated[Path, typer.Option("--out", help="rows.json, rows.md, plots.")] = Path(
+        "results/experiments/rows"
+    ),
+) -> None:
+    """Compare rows (a strategy + train/mine/mentor overrides) over seeds, at both levels.
+
+    Every row of a seed shares its baseline (and mining and operator, unless the row sets
+    mine.* or mentor.*); each row is compared with the reference at defect level.
+    """
+    from mentoring.experiments.rows import load_rows
+    from mentoring.reporting import report_rows
+
+    p = _params(params, set_)
+    rows = load_rows(rows_file)
+    ref = reference or rows[0].name
+    if ref not in {r.name for r in rows}:
+        raise ConfigError(f"--reference {ref!r}: not a row of {rows_file}")
+    _, per_seed = _experiment_seeds(p, data, workdir, seeds, rows, noise=noise)
+    report_rows(per_seed, out_dir, _row_labels(rows), ref, title)
+    _written(out_dir, "rows")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -257,7 +257,15 @@ class TrainParams(_Section):
     nproc: int = Field(1, ge=1)  # processes per node under torchrun (DDP); 1 = plain
 
 
-STRATEGY_FLAGS: tuple[str, ...] = ("scratch", "transfer", "omnia", "healthy", "dann", "oracle")
+STRATEGY_FLAGS: tuple[str, ...] = (
+    "scratch",
+    "transfer",
+    "omnia",
+    "healthy",
+    "dann",
+    "distill",
+    "oracle",
+)
 
 
 def parse_strategy(name: str) -> frozenset[str]:
@@ -271,9 +279,9 @@ def parse_strategy(name: str) -> frozenset[str]:
         )
     if {"scratch", "transfer"} <= parts:
         raise ValueError(f"strategy {name!r}: 'scratch' and 'transfer' exclude each other")
-    if "oracle" in parts and parts & {"omnia", "healthy"}:
+    if "oracle" in parts and parts & {"omnia", "healthy", "distill"}:
         raise ValueError(
-            f"strategy {name!r}: the oracle is fully labelled; omnia/healthy add nothing"
+            f"strategy {name!r}: the oracle is fully labelled; omnia/healthy/distill add nothing"
         )
     return parts
 
@@ -302,6 +310,15 @@ class MentoredTrainParams(TrainParams):
     omnia_epsilon: float = Field(0.01, gt=0, lt=1)  # OMNIA-like: baseline p < eps -> healthy
     dann_weight: float = Field(0.1, ge=0)  # weight of the domain loss
     dann_gamma: float = Field(10.0, gt=0)  # GRL ramp 2/(1+exp(-gamma p)) - 1
+    distill_weight: float = Field(1.0, ge=0)  # distill: weight of the baseline's soft targets
+    # what a confirmed area of class c also says: the other classes are healthy on its cells
+    confirm_exclusive: bool = False
+    # confirmed cells stay defective only where the deployed model's p >= this (others masked);
+    # 0 = off. Mined areas have p >= mine.threshold already, so only a higher value acts
+    confirm_refine: float = Field(0.0, ge=0, lt=1)
+    # L_W of eq. (4): batch = sum over annotated entries / their count in the batch (the paper);
+    # image = each mentored image's mean over its annotated entries, averaged over the images
+    lw_normalisation: Literal["batch", "image"] = "batch"
     strategies: tuple[str, ...] = (
         "scratch",
         "transfer",
@@ -519,3 +536,21 @@ def load_params(
                 raise ConfigError(f"{path}: cannot set {dotted!r}: {where!r} is not a section")
         node[leaf] = value
     return parse_params(data, source=str(path))
+
+
+def with_overrides(params: Params, overrides: dict[str, Any], source: str = "overrides") -> Params:
+    """``params`` with dotted keys set (``{"train.lambda_w": 0.2}``), validated again.
+
+    Raises:
+        ConfigError: an unknown key or an invalid value, named with ``source``.
+    """
+    data = params.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        node: Any = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: cannot set {dotted!r}: no section {part!r}")
+        node[leaf] = value
+    return parse_params(data, source=source)

@@ -52,6 +52,7 @@ PART_NAMES = {
     "omnia": "OMNIA-like",
     "healthy": "healthy knowledge",
     "dann": "DANN",
+    "distill": "distillation",
     "oracle": "oracle",
 }
 #: the single-fix rows; any other strategy with several parts is a combination
@@ -113,8 +114,16 @@ def _gap(value: float, base: float, oracle: float | None) -> float | None:
     return (value - base) / (oracle - base) if oracle is not None and oracle != base else None
 
 
-def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Mean and std per variant over seeds; ``per_seed[seed][variant]`` is an evaluation."""
+def aggregate(
+    per_seed: dict[int, dict[str, dict[str, Any]]],
+    labels: dict[str, str] | None = None,
+    candidates: list[str] | None = None,
+) -> dict[str, Any]:
+    """Mean and std per variant over seeds; ``per_seed[seed][variant]`` is an evaluation.
+
+    ``labels``: row labels of variants that are not strategy names; ``candidates``: the
+    variants the best combination is chosen from (default: every variant)."""
+    labels = labels or {}
     variants = list(next(iter(per_seed.values())))
     rows: dict[str, dict[str, list[float]]] = {v: {k: [] for k in KEYS} for v in variants}
     for evals in per_seed.values():
@@ -135,7 +144,7 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 rows[v][k].append(val)
     table: dict[str, Any] = {}
     for v in variants:
-        table[v] = {"label": label(v)}
+        table[v] = {"label": labels.get(v) or label(v)}
         for k, vals in rows[v].items():
             if vals:
                 table[v][k] = {
@@ -143,7 +152,8 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
                     "std": float(np.std(vals)),
                     "values": vals,
                 }
-    combos = [v for v in variants if v not in SINGLE and v != "baseline"]
+    pool = candidates if candidates is not None else variants
+    combos = [v for v in pool if v in variants and v not in SINGLE and v != "baseline"]
     # the best combination by new-domain mAP at defect level (cell level for older evaluations)
     lead = "defect_map_new" if all("defect_map_new" in table[v] for v in combos) else "map_new"
     best = max(combos, key=lambda v: table[v][lead]["mean"]) if combos else None
@@ -333,10 +343,14 @@ def plot_tsne(
 
 
 def report(
-    per_seed: dict[int, dict[str, dict[str, Any]]], out: Path, tsne: dict[str, float] | None = None
+    per_seed: dict[int, dict[str, dict[str, Any]]],
+    out: Path,
+    tsne: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
+    candidates: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``table1.json``, ``table1.md`` and the bar chart; return the aggregate."""
-    result = aggregate(per_seed)
+    result = aggregate(per_seed, labels, candidates)
     if tsne:
         result["domain_separability"] = tsne
     # the issue's flat layout: one entry per variant with mean/std per key
@@ -355,4 +369,146 @@ def report(
     )
     write_bytes(out / "table1.md", markdown(result).encode())
     plot_variants(result, out / "plots" / "variants.png")
+    return result
+
+
+#: columns of an experiment's rows table: (key, header)
+ROW_COLUMNS = (
+    ("defect_map_original", "defect: original mAP"),
+    ("defect_map_new", "new mAP"),
+    ("defect_precision_new", "new precision"),
+    ("defect_recall_new", "new recall"),
+    ("map_original", "cell: original mAP"),
+    ("map_new", "new mAP"),
+    ("precision_new", "new precision"),
+)
+#: label-noise columns: (key, header); shares of the annotated defective / healthy entries
+NOISE_COLUMNS = (
+    ("n_defective", "annotated defective"),
+    ("share_correct_defective", "correct"),
+    ("share_halo", "halo"),
+    ("share_wrong_class", "wrong class"),
+    ("share_spurious", "spurious"),
+    ("n_healthy", "annotated healthy"),
+    ("share_defect_marked_healthy", "defects marked healthy"),
+)
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+
+
+def rows_markdown(result: dict[str, Any], reference: str) -> str:
+    """An experiment's rows: both levels, the change against ``reference`` at defect level with
+    a verdict (helps both domains or not), the label noise and DANN's domain accuracy."""
+    t, n = result["variants"], len(result["seeds"])
+    ref = t[reference]
+    lines = [
+        f"{n} seed(s) {result['seeds']}, mean" + (" ± std" if n > 1 else "") + f"; Δ against "
+        f"**{ref['label']}** at defect level (new mAP / original mAP); a row *helps both* "
+        "when both means rise.",
+        "",
+        "| | " + " | ".join(h for _, h in ROW_COLUMNS) + " | Δ new | Δ original | verdict |",
+        "|---" * (len(ROW_COLUMNS) + 4) + "|",
+    ]
+    for v, r in t.items():
+        cells = [r["label"], *(_fmt(r.get(k), n) for k, _ in ROW_COLUMNS)]
+        if v in ("baseline", reference) or "defect_map_new" not in r:
+            cells += ["", "", "reference" if v == reference else ""]
+        else:
+            dn = r["defect_map_new"]["mean"] - ref["defect_map_new"]["mean"]
+            do = r["defect_map_original"]["mean"] - ref["defect_map_original"]["mean"]
+            verdict = "helps both" if dn > 0 and do > 0 else "does not help both"
+            cells += [f"{dn:+.3f}", f"{do:+.3f}", verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    noise = result.get("label_noise") or {}
+    if noise:
+        lines += [
+            "",
+            "Label noise of what each row trains on (mentored images, against the hidden truth; "
+            "shares of the annotated defective, then healthy, entries):",
+            "",
+            "| | " + " | ".join(h for _, h in NOISE_COLUMNS) + " |",
+            "|---" * (len(NOISE_COLUMNS) + 1) + "|",
+        ]
+        for v, r in noise.items():
+            cells = [t[v]["label"]]
+            for k, _ in NOISE_COLUMNS:
+                m = r[k]["mean"]
+                cells.append(f"{m:.0f}" if k.startswith("n_") else f"{m:.1%}")
+            lines.append("| " + " | ".join(cells) + " |")
+    dacc = result.get("domain_accuracy") or {}
+    if dacc:
+        lines += [
+            "",
+            "DANN's domain segmenter: share of cells whose domain it tells right (0.5 = chance), "
+            "first and last epoch:",
+            "",
+        ]
+        for v, r in dacc.items():
+            lines.append(
+                f"- {t[v]['label']}: {r['first']['mean']:.3f} → {r['last']['mean']:.3f} "
+                f"(± {r['last']['std']:.3f})"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_domain_accuracy(
+    curves: dict[str, list[list[float]]], labels: dict[str, str], path: Path
+) -> None:
+    """Domain accuracy per epoch of each DANN row (mean over seeds, band = min..max)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for v, per_seed in curves.items():
+        arr = np.array(per_seed)
+        x = np.arange(1, arr.shape[1] + 1)
+        ax.plot(x, arr.mean(axis=0), label=labels[v])
+        ax.fill_between(x, arr.min(axis=0), arr.max(axis=0), alpha=0.2)
+    ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
+    ax.set(xlabel="epoch", ylabel="domain accuracy", ylim=(0.3, 1.0))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def report_rows(
+    per_seed: dict[int, dict[str, Any]],
+    out: Path,
+    labels: dict[str, str],
+    reference: str,
+    title: str = "Experiment",
+) -> dict[str, Any]:
+    """Write ``rows.json``, ``rows.md`` and plots of an experiment; ``per_seed[seed]`` is what
+    :func:`mentoring.experiments.rows.run_seed` returns. Returns the aggregate."""
+    result = aggregate({s: r["evaluations"] for s, r in per_seed.items()}, labels, candidates=[])
+    if reference not in result["variants"]:
+        raise ValueError(f"reference row {reference!r} is not among {list(result['variants'])}")
+    noise: dict[str, dict[str, Any]] = {}
+    curves: dict[str, list[list[float]]] = {}
+    for r in per_seed.values():
+        for v, nz in (r.get("label_noise") or {}).items():
+            if nz is not None:
+                for k, val in nz.items():
+                    noise.setdefault(v, {}).setdefault(k, []).append(val)
+        for v, hist in (r.get("histories") or {}).items():
+            acc = [h["parts"]["d_acc"] for h in hist if "d_acc" in h.get("parts", {})]
+            if acc:
+                curves.setdefault(v, []).append(acc)
+    result["label_noise"] = {v: {k: _mean_std(x) for k, x in d.items()} for v, d in noise.items()}
+    result["domain_accuracy"] = {
+        v: {"first": _mean_std([c[0] for c in cs]), "last": _mean_std([c[-1] for c in cs])}
+        for v, cs in curves.items()
+    }
+    result["reference"] = reference
+    write_json(out / "rows.json", result)
+    md = f"# {title}\n\n" + rows_markdown(result, reference)
+    write_bytes(out / "rows.md", md.encode())
+    plot_variants(result, out / "plots" / "variants.png")
+    if curves:
+        plot_domain_accuracy(
+            curves,
+            {v: result["variants"][v]["label"] for v in curves},
+            out / "plots" / "domain_accuracy.png",
+        )
     return result

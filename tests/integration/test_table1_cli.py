@@ -24,8 +24,17 @@ FAST = [
 
 def test_table1_tiny(tmp_path: Path) -> None:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "extra.yaml").write_text(
+        "rows:\n"
+        "  - name: transfer+oracle\n"
+        "  - name: transfer+distill\n"
+        "    label: distilled\n"
+        "  - name: transfer-drawn\n"
+        "    strategy: transfer\n"
+        "    set: {mentor.draw_missed_rate: 1.0}\n"
+    )
     proc = subprocess.run(
-        [CLI, "experiment", "table1", "--seeds", "2", *FAST],
+        [CLI, "experiment", "table1", "--seeds", "2", "--rows", "extra.yaml", *FAST],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -44,8 +53,19 @@ def test_table1_tiny(tmp_path: Path) -> None:
         "scratch+dann",
         "transfer+dann",
         "oracle",
+        "transfer+oracle",
+        "transfer+distill",
+        "transfer-drawn",
     }
-    assert table["best_combination"] == "transfer+dann"  # the only combination
+    # the only combination among the strategies: extra rows are never the best combination
+    assert table["best_combination"] == "transfer+dann"
+    assert variants["transfer+distill"]["label"] == "distilled"
+    assert variants["transfer-drawn"]["label"] == "+ transfer learning [transfer-drawn]"
+    work = tmp_path / "results/table1/work/seed_0"
+    # the drawing row had its own operator (drawing boxes) and mining
+    drawn_runs = [json.loads(p.read_text()) for p in work.glob("mentor-*/metrics.json")]
+    assert len(drawn_runs) == 1 and drawn_runs[0]["n_drawn"] >= 1
+    assert json.loads((work / "mentor/metrics.json").read_text())["n_drawn"] == 0
     assert table["seeds"] == [0, 1]
     for v, row in variants.items():
         for key in ("map_original", "map_new", "precision_new", "recall_new", "gap_closed"):
@@ -64,3 +84,36 @@ def test_table1_tiny(tmp_path: Path) -> None:
     assert tasks["schema_version"] == 1 and tasks["images"]
     assert (seed0 / "feedback/simulated.json").exists()
     assert (seed0 / "feedback/partial_labels.npz").exists()
+
+
+def test_experiment_rows_tiny(tmp_path: Path) -> None:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "rows.yaml").write_text(
+        "rows:\n"
+        "  - name: scratch\n"
+        "  - name: scratch-exclusive\n"
+        "    strategy: scratch\n"
+        "    set: {train.confirm_exclusive: true, train.lw_normalisation: image}\n"
+        "  - name: scratch+dann\n"
+    )
+    args = [CLI, "experiment", "rows", "rows.yaml", "--seeds", "1", "--title", "Tiny", *FAST]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "results/experiments/rows"
+    result = json.loads((out / "rows.json").read_text())
+    assert set(result["variants"]) == {"baseline", "scratch", "scratch-exclusive", "scratch+dann"}
+    assert result["reference"] == "scratch"
+    noise = result["label_noise"]
+    assert set(noise) == {"scratch", "scratch-exclusive", "scratch+dann"}
+    # the exclusive option adds healthy entries of the other classes on confirmed cells
+    assert noise["scratch-exclusive"]["n_healthy"]["mean"] >= noise["scratch"]["n_healthy"]["mean"]
+    acc = result["domain_accuracy"]["scratch+dann"]["last"]["mean"]
+    assert 0.0 <= acc <= 1.0
+    md = (out / "rows.md").read_text()
+    assert md.startswith("# Tiny") and "reference" in md and "Label noise" in md
+    assert (out / "plots/domain_accuracy.png").stat().st_size > 5_000
+    # a second run resumes every checkpoint: the same numbers
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    second = json.loads((out / "rows.json").read_text())
+    assert second["variants"] == result["variants"]

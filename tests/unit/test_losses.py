@@ -109,3 +109,25 @@ def test_mentoring_loss_empty_half_contributes_zero() -> None:
     assert torch.isfinite(total2)
     assert total2.item() == pytest.approx(l_w2.item())
     assert l_w2.item() > 0
+
+
+def test_image_normalisation_weighs_every_annotated_image_alike() -> None:
+    logits = torch.tensor([[[[0.0, 2.0, -1.0, 3.0]]], [[[1.0, 0.5, 0.0, 0.0]]]])
+    targets = torch.tensor([[[[1.0, 0.0, 0.0, 1.0]]], [[[0.0, 1.0, 0.0, 0.0]]]])
+    # image 0: three annotated entries; image 1: one; a third image without any
+    annotated = torch.tensor([[[[True, True, True, False]]], [[[True, False, False, False]]]])
+    logits3 = torch.cat([logits, torch.zeros(1, 1, 1, 4)])
+    targets3 = torch.cat([targets, torch.ones(1, 1, 1, 4)])
+    annotated3 = torch.cat([annotated, torch.zeros(1, 1, 1, 4, dtype=torch.bool)])
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    image0 = bce[0, 0, 0, :3].mean()
+    image1 = bce[1, 0, 0, 0]
+    got = masked_bce(logits3, targets3, annotated3, "image")
+    assert got.item() == pytest.approx(((image0 + image1) / 2).item())
+    per_batch = masked_bce(logits3, targets3, annotated3, "batch")
+    assert per_batch.item() == pytest.approx(((bce[0, 0, 0, :3].sum() + image1) / 4).item())
+    # no annotated entry at all: 0, finite
+    empty = masked_bce(logits3, targets3, torch.zeros_like(annotated3), "image")
+    assert empty.item() == 0.0
+    with pytest.raises(ValueError, match="normalisation"):
+        masked_bce(logits3, targets3, annotated3, "pixel")

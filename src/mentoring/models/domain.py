@@ -64,3 +64,9 @@ def domain_loss(probs: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
     """Per-cell domain BCE, averaged: ``probs`` (N, 1, h, w), ``domain`` (N,) 0 original 1 new."""
     target = domain.to(probs.dtype).view(-1, 1, 1, 1).expand_as(probs)
     return nn.functional.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), target)
+
+
+def domain_accuracy(probs: torch.Tensor, domain: torch.Tensor) -> float:
+    """Share of cells whose domain the head tells right (p >= 0.5 = new): 0.5 is chance."""
+    target = domain.view(-1, 1, 1, 1).expand_as(probs).bool()
+    return float(((probs >= 0.5) == target).float().mean())

@@ -1,10 +1,11 @@
 """Stage ``train``: train a new model with one strategy on original + mentored data.
 
 Reads ``base``, ``line``, ``model`` and ``train``; reads the line, the partial labels (not for the
-oracle) and the baseline (for ``transfer`` and ``omnia``); writes the model, ``metrics.json``,
-``history.json`` and ``plots/loss.png`` under ``<results>``. ``main()`` is also the entry point of
-``torchrun`` (``train.nproc`` > 1, :mod:`mentoring.training.distributed`), for the baseline
-(``--strategy baseline``) and the strategies alike: rank 0 alone writes and logs.
+oracle) and the baseline (for ``transfer``, ``omnia``, ``distill`` and ``train.confirm_refine``);
+writes the model, ``metrics.json``, ``history.json`` and ``plots/loss.png`` under ``<results>``.
+``main()`` is also the entry point of ``torchrun`` (``train.nproc`` > 1,
+:mod:`mentoring.training.distributed`), for the baseline (``--strategy baseline``) and the
+strategies alike: rank 0 alone writes and logs.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from mentoring.training.outputs import (
 )
 from mentoring.training.strategies import (
     NewData,
+    apply_exclusive,
     apply_healthy,
     apply_omnia,
+    apply_refine,
     build_trainee,
     strategy_params,
     train_strategy,
@@ -66,11 +69,18 @@ def new_data(
     df = rows_by_id(read_manifest(manifest, check_files=False), labels.ids, str(labels_path))
     images = load_images(df, data_root(manifest))
     targets, annotated = labels.targets, labels.annotated
-    if "omnia" in flags:
+    cfg = params.train
+    probs = None
+    if "omnia" in flags or cfg.confirm_refine > 0:
         if baseline is None:
             raise ValueError(f"strategy {strategy!r} needs the baseline model")
         probs = predict(baseline, images, params.evaluate.batch_size, device)
-        targets, annotated = apply_omnia(targets, annotated, probs, params.train.omnia_epsilon)
+    if cfg.confirm_refine > 0 and probs is not None:
+        targets, annotated = apply_refine(targets, annotated, probs, cfg.confirm_refine)
+    if cfg.confirm_exclusive:
+        targets, annotated = apply_exclusive(targets, annotated)
+    if "omnia" in flags and probs is not None:
+        targets, annotated = apply_omnia(targets, annotated, probs, cfg.omnia_epsilon)
     if "healthy" in flags:
         targets, annotated = apply_healthy(targets, annotated, labels.healthy)
     return NewData(
@@ -104,7 +114,9 @@ def run(
     with distributed.process_group(setup_torch(params.base)) as device:
         line, cfg, seed = params.line, params.train, params.base.seed
         baseline = None
-        if flags & {"transfer", "omnia"}:
+        if flags & {"transfer", "omnia", "distill"} or (
+            cfg.confirm_refine > 0 and "oracle" not in flags
+        ):
             if baseline_path is None:
                 raise ValueError(f"strategy {strategy!r} needs the baseline model (--baseline)")
             baseline, _ = load_model(baseline_path, device)
@@ -145,6 +157,7 @@ def run(
             show_progress=show_progress,
             description=strategy,
             on_epoch=epoch_callback(results_dir, tracker, run_id),
+            teacher=baseline if "distill" in flags else None,
         )
         extra = {
             "strategy": strategy,

@@ -11,7 +11,14 @@ from mentoring.data.batch import Batch
 from mentoring.losses import mentoring_loss
 from mentoring.models.domain import DomainSegmenter, domain_loss, grl_coefficient
 from mentoring.models.segmenter import Segmenter
-from mentoring.training.strategies import apply_healthy, apply_omnia, build_trainee, make_loss
+from mentoring.training.strategies import (
+    apply_exclusive,
+    apply_healthy,
+    apply_omnia,
+    apply_refine,
+    build_trainee,
+    make_loss,
+)
 
 ARCH: dict[str, object] = dict(
     in_channels=1, n_classes=2, width=4, depth=1, stride=8, context_stages=1
@@ -65,6 +72,39 @@ def test_apply_healthy() -> None:
     assert t.dtype == np.uint8
 
 
+def test_apply_refine_masks_confirmed_cells_the_deployed_model_doubts() -> None:
+    # one image, two classes, 1 x 4 cells
+    targets = np.array([[[[1, 1, 0, 1]], [[0, 0, 0, 0]]]], np.uint8)
+    annotated = np.array([[[[True, True, True, False]], [[True, False, False, False]]]])
+    probs = np.array([[[[0.95, 0.6, 0.1, 0.2]], [[0.1, 0.9, 0.9, 0.9]]]], np.float32)
+    t, a = apply_refine(targets, annotated, probs, threshold=0.8)
+    # (c0, x0): confirmed, p 0.95 >= 0.8: kept; (c0, x1): confirmed, p 0.6: masked (not healthy);
+    # (c0, x2): annotated healthy: kept whatever p; (c0, x3): unannotated: stays so
+    assert a.tolist() == [[[[True, False, True, False]], [[True, False, False, False]]]]
+    assert np.array_equal(t, targets)
+    t0, a0 = apply_refine(targets, annotated, probs, threshold=0.0)
+    assert np.array_equal(a0, annotated) and np.array_equal(t0, targets)
+
+
+def test_apply_exclusive_annotates_the_other_classes_healthy() -> None:
+    # one image, three classes, 1 x 3 cells
+    targets = np.zeros((1, 3, 1, 3), np.uint8)
+    annotated = np.zeros((1, 3, 1, 3), bool)
+    targets[0, 0, 0, 0] = 1  # class 0 confirmed on cell 0
+    annotated[0, 0, 0, 0] = True
+    targets[0, 1, 0, 1] = 1  # classes 1 and 2 both confirmed on cell 1
+    targets[0, 2, 0, 1] = 1
+    annotated[0, 1:, 0, 1] = True
+    annotated[0, :, 0, 2] = True  # cell 2 infirmed: all healthy
+    t, a = apply_exclusive(targets, annotated)
+    assert a[0, :, 0, 0].all() and t[0, :, 0, 0].tolist() == [1, 0, 0]
+    # the doubly-confirmed cell keeps both defects; class 0 becomes healthy there
+    assert a[0, :, 0, 1].all() and t[0, :, 0, 1].tolist() == [0, 1, 1]
+    assert np.array_equal(a[0, :, 0, 2], annotated[0, :, 0, 2])
+    assert t.dtype == np.uint8
+    assert annotated.sum() == 6  # not in place
+
+
 # ---------------------------------------------------------------- strategy names
 
 
@@ -82,6 +122,7 @@ def test_parse_strategy_accepts_combinations() -> None:
         ("", "unknown"),
         ("+", "unknown"),
         ("oracle+omnia", "oracle"),
+        ("oracle+distill", "oracle"),
     ],
 )
 def test_parse_strategy_rejects(name: str, match: str) -> None:
@@ -170,7 +211,8 @@ def test_make_loss_with_dann() -> None:
     loss_fn = make_loss(trainee, cfg)
     batch = _batch()
     loss, parts = loss_fn(batch, 0.3)
-    assert set(parts) == {"l_s", "l_w", "l_d", "grl"}
+    assert set(parts) == {"l_s", "l_w", "l_d", "grl", "d_acc"}
+    assert 0.0 <= parts["d_acc"] <= 1.0
     assert parts["grl"] == pytest.approx(grl_coefficient(0.3, 10.0))
     assert trainee.domain_head.grl.coeff == pytest.approx(grl_coefficient(0.3, 10.0))
     assert loss.item() == pytest.approx(
@@ -210,14 +252,56 @@ def test_make_loss_without_dann() -> None:
     assert loss.item() == pytest.approx(parts["l_s"] + parts["l_w"], rel=1e-5)
 
 
+def test_make_loss_with_a_teacher_distils_on_unannotated_new_entries() -> None:
+    cfg = MentoredTrainParams(lambda_w=1.0, distill_weight=0.5)
+    baseline = build_trainee("scratch", ARCH, None, seed=5).segmenter.eval()  # p not saturated
+    trainee = build_trainee("transfer+distill", ARCH, baseline, seed=0).eval()
+    batch = _batch()
+    loss, parts = make_loss(trainee, cfg, teacher=baseline)(batch, 0.5)
+    assert set(parts) == {"l_s", "l_w", "l_k"}
+    # the trainee starts as the teacher's copy: L_K is the entropy of the teacher's own soft
+    # targets, > 0; a teacher-free loss lacks exactly 0.5 * L_K
+    with torch.no_grad():
+        p = torch.sigmoid(baseline(batch.images[2:]))
+        free = ~batch.annotated[2:]
+        entropy = -(p * p.log() + (1 - p) * (1 - p).log())
+        expected = float((entropy * free).sum() / free.sum())
+    assert parts["l_k"] == pytest.approx(expected, rel=1e-4)
+    plain, _ = make_loss(trainee, cfg)(batch, 0.5)
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * parts["l_k"], rel=1e-5)
+    assert not any(p.requires_grad for p in baseline.parameters())  # the teacher stays frozen
+    loss.backward()
+    assert all(p.grad is None for p in baseline.parameters())
+
+
+def test_make_loss_image_normalisation_changes_only_l_w() -> None:
+    trainee = build_trainee("scratch", ARCH, None, seed=0).eval()
+    batch = _batch()
+    _, per_batch = make_loss(trainee, MentoredTrainParams())(batch, 0.1)
+    _, per_image = make_loss(trainee, MentoredTrainParams(lw_normalisation="image"))(batch, 0.1)
+    assert per_batch["l_s"] == per_image["l_s"]
+    assert per_batch["l_w"] != pytest.approx(per_image["l_w"])
+
+
 def test_strategy_params_cover_only_what_the_strategy_reads() -> None:
     from mentoring.config import MentoredTrainParams
     from mentoring.training.strategies import strategy_params
 
     cfg = MentoredTrainParams()
-    changed = cfg.model_copy(update={"dann_weight": 0.5, "omnia_epsilon": 0.05})
+    changed = cfg.model_copy(
+        update={"dann_weight": 0.5, "omnia_epsilon": 0.05, "distill_weight": 0.3}
+    )
     assert strategy_params("scratch", cfg) == strategy_params("scratch", changed)
     assert "strategies" not in strategy_params("scratch", cfg)
     assert strategy_params("scratch+dann", cfg) != strategy_params("scratch+dann", changed)
     assert strategy_params("transfer+omnia", cfg) != strategy_params("transfer+omnia", changed)
     assert strategy_params("transfer+omnia", cfg)["lambda_w"] == cfg.lambda_w
+    assert strategy_params("transfer+distill", cfg) != strategy_params("transfer+distill", changed)
+    for option in (
+        {"confirm_exclusive": True},
+        {"confirm_refine": 0.8},
+        {"lw_normalisation": "image"},
+    ):
+        assert strategy_params("scratch", cfg) != strategy_params(
+            "scratch", cfg.model_copy(update=option)
+        )
