@@ -849,6 +849,148 @@ def rows_cmd(
     _written(out_dir, "rows")
 
 
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: expected integers separated by commas") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{what} {text!r}: expected positive integers, e.g. 8,16,32")
+    return values
+
+
+@experiment_app.command("rounds")
+@_friendly
+def rounds_cmd(
+    params: ParamsOpt = PARAMS,
+    set_: SetOpt = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Mentoring rounds.")] = 3,
+    strategy: Annotated[str, typer.Option(help="Strategy of every round.")] = "transfer+omnia",
+    seeds: SeedsOpt = 3,
+    data: DataOpt = spec.default("line", "data"),
+    workdir: Annotated[
+        Path, typer.Option(help="Models and per-round results (shared checkpoints resume).")
+    ] = Path("results/experiments/work"),
+    out_dir: Annotated[Path, typer.Option("--out", help="rounds.json, rounds.md, plots.")] = Path(
+        "results/experiments/rounds"
+    ),
+) -> None:
+    """Multi-round mentoring: the champion mines what is not mentored yet, operators answer,
+    the new model is promoted through the gate; new-domain mAP against operator verdicts."""
+    from mentoring.config import parse_strategy
+    from mentoring.experiments.rounds import run_rounds
+    from mentoring.reporting import report_rounds
+    from mentoring.stages import line
+
+    p = _params(params, set_)
+    try:
+        parse_strategy(strategy)
+    except ValueError as exc:
+        raise ConfigError(f"--strategy: {exc}") from None
+    manifest = spec.relocate("line", "manifest", "data", data)
+    if not manifest.exists():
+        line.run(p, data, spec.default("line", "results"))
+    per_seed = {}
+    for k in range(seeds):
+        ps = p.model_copy(update={"base": p.base.model_copy(update={"seed": p.base.seed + k})})
+        per_seed[ps.base.seed] = run_rounds(
+            ps,
+            manifest,
+            workdir,
+            strategy,
+            rounds,
+            log=lambda msg: console.print(escape(msg)),
+            show_progress=sys.stderr.isatty(),
+        )
+    report_rounds(per_seed, out_dir)
+    _written(out_dir, "rounds")
+
+
+@experiment_app.command("efficiency")
+@_friendly
+def efficiency_cmd(
+    params: ParamsOpt = PARAMS,
+    set_: SetOpt = None,
+    heuristics: Annotated[
+        str, typer.Option(help="Mining heuristics, comma-separated.")
+    ] = "detections,uncertainty,entropy,random",
+    budgets: Annotated[str, typer.Option(help="Images mined, comma-separated.")] = "100,300,600",
+    strategy: Annotated[str, typer.Option(help="Strategy trained on each.")] = "transfer+omnia",
+    seeds: SeedsOpt = 3,
+    data: DataOpt = spec.default("line", "data"),
+    workdir: Annotated[
+        Path, typer.Option(help="Models and per-row results (shared checkpoints resume).")
+    ] = Path("results/experiments/work"),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="efficiency.json, efficiency.md, plots.")
+    ] = Path("results/experiments/efficiency"),
+) -> None:
+    """Label efficiency: new-domain mAP against operator verdicts for each mining heuristic at
+    each budget (what active-learning users compare)."""
+    from mentoring.experiments.rows import Row, check_rows
+    from mentoring.reporting import report_efficiency
+
+    p = _params(params, set_)
+    hs = [h.strip() for h in heuristics.split(",") if h.strip()]
+    bs = _int_list(budgets, "--budgets")
+    rows = check_rows(
+        [
+            Row(f"{h}-{b}", strategy, {"mine.heuristic": h, "mine.budget": b})
+            for h in hs
+            for b in bs
+        ],
+        "--heuristics/--budgets",
+    )
+    for r in rows:
+        r.params(p)  # an unknown heuristic is an error before any training
+    _, per_seed = _experiment_seeds(p, data, workdir, seeds, rows)
+    report_efficiency(per_seed, out_dir, hs, bs)
+    _written(out_dir, "efficiency")
+
+
+@experiment_app.command("budget")
+@_friendly
+def budget_cmd(
+    params: ParamsOpt = PARAMS,
+    set_: SetOpt = None,
+    strategy: Annotated[str, typer.Option(help="Strategy to train.")] = "scratch",
+    epochs: Annotated[str, typer.Option(help="Epoch budgets, comma-separated.")] = "8,16,32,64",
+    seeds: SeedsOpt = 3,
+    data: DataOpt = spec.default("line", "data"),
+    workdir: Annotated[
+        Path, typer.Option(help="Models and per-row results (shared checkpoints resume).")
+    ] = Path("results/experiments/work"),
+    out_dir: Annotated[Path, typer.Option("--out", help="budget.json, budget.md, plots.")] = Path(
+        "results/experiments/budget"
+    ),
+) -> None:
+    """How a strategy moves with its epoch budget (the paper trains 200 epochs), at defect and
+    cell level."""
+    from mentoring.experiments.rows import Row, check_rows
+    from mentoring.reporting import report_budget
+
+    p = _params(params, set_)
+    es = _int_list(epochs, "--epochs")
+    rows = check_rows(
+        [
+            Row(
+                strategy if e == p.train.epochs else f"{strategy}-e{e}",
+                strategy,
+                {} if e == p.train.epochs else {"train.epochs": e},
+            )
+            for e in es
+        ],
+        "--epochs",
+    )
+    _, per_seed = _experiment_seeds(p, data, workdir, seeds, rows)
+    for r in per_seed.values():  # the default budget's row is the strategy's own
+        r["evaluations"] |= {
+            f"{strategy}-e{e}": r["evaluations"][strategy] for e in es if e == p.train.epochs
+        }
+    report_budget(per_seed, out_dir, strategy, es)
+    _written(out_dir, "budget")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
 

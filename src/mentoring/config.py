@@ -287,7 +287,8 @@ def parse_strategy(name: str) -> frozenset[str]:
 
 
 class MineParams(_Section):
-    heuristic: Literal["detections", "uncertainty", "entropy"] = "detections"  # paper: detections
+    # detections (the paper) | uncertainty | entropy | random (a seeded uniform sample)
+    heuristic: Literal["detections", "uncertainty", "entropy", "random"] = "detections"
     threshold: float = Field(0.5, gt=0, lt=1)  # class threshold of a detected area
     margin: float = Field(0.2, gt=0, lt=0.5)  # uncertainty heuristic: |p - threshold| <= margin
     budget: int | None = Field(None, ge=1)  # most images to mine; None = every image of interest

@@ -146,15 +146,27 @@ class Entropy:
         return h.reshape(len(probs), -1).sum(axis=1)
 
 
+class Random:
+    """Every image is of interest with the same score: the ranking's seeded tie-break alone
+    orders them, so a budget picks a uniform random sample (the active-learning baseline)."""
+
+    name = "random"
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        return np.ones(len(probs), np.float64)
+
+
 def make_heuristic(name: str, threshold: float | Sequence[float], margin: float) -> Heuristic:
-    """The heuristic called ``name`` (``detections``, ``uncertainty`` or ``entropy``)."""
+    """The heuristic called ``name`` (``detections``, ``uncertainty``, ``entropy``, ``random``)."""
     if name == "detections":
         return Detections(threshold)
     if name == "uncertainty":
         return Uncertainty(threshold, margin)
     if name == "entropy":
         return Entropy()
-    raise ValueError(f"unknown mining heuristic {name!r}: detections, uncertainty, entropy")
+    if name == "random":
+        return Random()
+    raise ValueError(f"unknown mining heuristic {name!r}: detections, uncertainty, entropy, random")
 
 
 def _tiebreak(ids: Sequence[str], seed: int) -> np.ndarray:

@@ -512,3 +512,218 @@ def report_rows(
             out / "plots" / "domain_accuracy.png",
         )
     return result
+
+
+def _curve_stats(xs: list[list[float]], ys: list[list[float]]) -> tuple[np.ndarray, ...]:
+    """Mean x, mean y and std y per point over seeds (curves cut to the shortest)."""
+    n = min(len(x) for x in xs)
+    x = np.array([v[:n] for v in xs], float)
+    y = np.array([v[:n] for v in ys], float)
+    return x.mean(axis=0), y.mean(axis=0), y.std(axis=0)
+
+
+def report_rounds(per_seed: dict[int, dict[str, Any]], out: Path) -> dict[str, Any]:
+    """``rounds.json``, ``rounds.md`` and ``plots/rounds.png``: new-domain mAP (both levels) and
+    original-domain mAP against the operator verdicts so far, mean ± std over seeds."""
+    strategy = next(iter(per_seed.values()))["strategy"]
+    keys = {
+        "defect new mAP": ("new", "defect"),
+        "defect original mAP": ("original", "defect"),
+        "cell new mAP": ("new", None),
+        "cell original mAP": ("original", None),
+    }
+
+    def value(ev: dict[str, Any], dom: str, lvl: str | None) -> float:
+        m = ev["domains"][dom]
+        return float((m[lvl] if lvl else m)["map"])
+
+    xs = [[float(p["verdicts"]) for p in r["points"]] for r in per_seed.values()]
+    curves = {}
+    for name, (dom, lvl) in keys.items():
+        ys = [[value(p["evaluation"], dom, lvl) for p in r["points"]] for r in per_seed.values()]
+        x, y, sd = _curve_stats(xs, ys)
+        curves[name] = {"verdicts": x.tolist(), "mean": y.tolist(), "std": sd.tolist()}
+    promoted = [[p["promoted"] for p in r["points"]] for r in per_seed.values()]
+    result = {
+        "strategy": strategy,
+        "seeds": sorted(per_seed),
+        "curves": curves,
+        "promoted": promoted,
+    }
+    write_json(out / "rounds.json", result | {"per_seed": per_seed})
+    n = len(per_seed)
+    lines = [
+        f"# Multi-round mentoring: {strategy}",
+        "",
+        f"{n} seed(s) {sorted(per_seed)}, mean ± std. Round 0 is the baseline; each round the "
+        "champion mines what operators have not answered yet, and the candidate trained on "
+        "every round's labels is promoted only through the gate.",
+        "",
+        "| round | operator verdicts | " + " | ".join(keys) + " | promoted (seeds) |",
+        "|---" * (len(keys) + 3) + "|",
+    ]
+    for k in range(len(curves["defect new mAP"]["mean"])):
+        c = curves["defect new mAP"]
+        cells = [str(k), f"{c['verdicts'][k]:.0f}"]
+        cells += [f"{curves[nm]['mean'][k]:.3f} ± {curves[nm]['std'][k]:.3f}" for nm in keys]
+        cells.append(f"{sum(p[k] for p in promoted if k < len(p))}/{n}")
+        lines.append("| " + " | ".join(cells) + " |")
+    write_bytes(out / "rounds.md", ("\n".join(lines) + "\n").encode())
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name, c in curves.items():
+        x, m, sd = (np.array(c[k]) for k in ("verdicts", "mean", "std"))
+        ax.errorbar(
+            x, m, yerr=sd, marker="o", capsize=3, label=name, ls="-" if "new" in name else "--"
+        )
+    ax.set(
+        xlabel="operator verdicts so far",
+        ylabel="mAP",
+        ylim=(0, 1.02),
+        title=f"Multi-round mentoring ({strategy})",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_with(out / "plots" / "rounds.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return result
+
+
+def report_efficiency(
+    per_seed: dict[int, dict[str, Any]],
+    out: Path,
+    heuristics: list[str],
+    budgets: list[int],
+) -> dict[str, Any]:
+    """``efficiency.json``, ``efficiency.md`` and ``plots/efficiency.png``: new-domain mAP
+    against operator verdicts per mining heuristic and budget, mean ± std over seeds."""
+    table: dict[str, dict[str, Any]] = {}
+    for h in heuristics:
+        for b in budgets:
+            name = f"{h}-{b}"
+            vs, dn, do, cn = [], [], [], []
+            for r in per_seed.values():
+                key = r["row_data"][name]
+                mentored = r["data"][key]["mentor"]
+                vs.append(
+                    mentored["n_confirmed"] + mentored["n_infirmed"] + mentored["n_healthy_images"]
+                )
+                ev = r["evaluations"][name]["domains"]
+                dn.append(ev["new"]["defect"]["map"])
+                do.append(ev["original"]["defect"]["map"])
+                cn.append(ev["new"]["map"])
+            table[name] = {
+                "heuristic": h,
+                "budget": b,
+                "verdicts": _mean_std(vs),
+                "defect_map_new": _mean_std(dn),
+                "defect_map_original": _mean_std(do),
+                "map_new": _mean_std(cn),
+            }
+    result = {"seeds": sorted(per_seed), "rows": table}
+    write_json(out / "efficiency.json", result)
+    lines = [
+        "# Label efficiency: mining heuristics at several budgets",
+        "",
+        f"{len(per_seed)} seed(s) {sorted(per_seed)}, mean ± std. Budget = most images mined; "
+        "verdicts = areas confirmed or infirmed + images flagged healthy.",
+        "",
+        "| heuristic | budget (images) | operator verdicts | defect new mAP | defect original mAP "
+        "| cell new mAP |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table.values():
+        lines.append(
+            f"| {r['heuristic']} | {r['budget']} | {r['verdicts']['mean']:.0f} | "
+            + " | ".join(
+                f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}"
+                for k in ("defect_map_new", "defect_map_original", "map_new")
+            )
+            + " |"
+        )
+    write_bytes(out / "efficiency.md", ("\n".join(lines) + "\n").encode())
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for h in heuristics:
+        rows = [table[f"{h}-{b}"] for b in budgets]
+        ax.errorbar(
+            [r["verdicts"]["mean"] for r in rows],
+            [r["defect_map_new"]["mean"] for r in rows],
+            yerr=[r["defect_map_new"]["std"] for r in rows],
+            marker="o",
+            capsize=3,
+            label=h,
+        )
+    ax.set(
+        xlabel="operator verdicts",
+        ylabel="new-domain mAP (defect level)",
+        title="Label efficiency of mining heuristics",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_with(
+        out / "plots" / "efficiency.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png")
+    )
+    plt.close(fig)
+    return result
+
+
+def report_budget(
+    per_seed: dict[int, dict[str, Any]], out: Path, strategy: str, epochs: list[int]
+) -> dict[str, Any]:
+    """``budget.json``, ``budget.md`` and ``plots/budget.png``: a strategy's mAPs and new-domain
+    precision against its epoch budget, at defect and cell level, mean ± std over seeds."""
+    keys = {
+        "defect new mAP": ("new", "defect", "map"),
+        "defect original mAP": ("original", "defect", "map"),
+        "defect new precision": ("new", "defect", "precision"),
+        "cell new mAP": ("new", None, "map"),
+        "cell original mAP": ("original", None, "map"),
+        "cell new precision": ("new", None, "precision"),
+    }
+    curves: dict[str, dict[str, list[float]]] = {}
+    for name, (dom, lvl, metric) in keys.items():
+        means, stds = [], []
+        for e in epochs:
+            vals = []
+            for r in per_seed.values():
+                m = r["evaluations"][f"{strategy}-e{e}"]["domains"][dom]
+                vals.append(float((m[lvl] if lvl else m)[metric]))
+            means.append(float(np.mean(vals)))
+            stds.append(float(np.std(vals)))
+        curves[name] = {"mean": means, "std": stds}
+    result = {"strategy": strategy, "epochs": epochs, "seeds": sorted(per_seed), "curves": curves}
+    write_json(out / "budget.json", result)
+    lines = [
+        f"# Epoch budget: {strategy}",
+        "",
+        f"{len(per_seed)} seed(s) {sorted(per_seed)}, mean ± std; each budget is its own run "
+        "(the cosine schedule decays over the whole budget).",
+        "",
+        "| epochs | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for k, e in enumerate(epochs):
+        cells = [str(e)] + [f"{curves[n]['mean'][k]:.3f} ± {curves[n]['std'][k]:.3f}" for n in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    write_bytes(out / "budget.md", ("\n".join(lines) + "\n").encode())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, lvl in zip(axes, ("defect", "cell"), strict=True):
+        for name, c in curves.items():
+            if name.startswith(lvl):
+                ax.errorbar(
+                    epochs,
+                    c["mean"],
+                    yerr=c["std"],
+                    marker="o",
+                    capsize=3,
+                    label=name.removeprefix(lvl + " "),
+                )
+        ax.set(xscale="log", xlabel="epochs", title=f"{strategy}, {lvl} level", ylim=(0, 1.02))
+        ax.set_xticks(epochs, [str(e) for e in epochs])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_with(out / "plots" / "budget.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return result

@@ -117,3 +117,54 @@ def test_experiment_rows_tiny(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     second = json.loads((out / "rows.json").read_text())
     assert second["variants"] == result["variants"]
+
+
+def _run(tmp_path: Path, *args: str, seeds: int = 2) -> None:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    proc = subprocess.run(
+        [CLI, "experiment", *args, "--seeds", str(seeds), *FAST],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_experiment_rounds_tiny(tmp_path: Path) -> None:
+    # a gate that always promotes: every round mines with the previous round's model; a budget
+    # of 4 images per round leaves images for round 2 (seed 0: its round-1 model still detects;
+    # a model that detects nothing ends the rounds early, which the report handles)
+    _run(tmp_path, "rounds", "--rounds", "2", "--strategy", "transfer", "-S", "mine.budget=4",
+         "-S", "promotion.min_gain=0", "-S", "promotion.max_original_drop=1", seeds=1)  # fmt: skip
+    out = tmp_path / "results/experiments/rounds"
+    result = json.loads((out / "rounds.json").read_text())
+    curve = result["curves"]["defect new mAP"]
+    assert len(curve["mean"]) == 3  # round 0 (the baseline), 1 and 2
+    assert curve["std"] == [0.0, 0.0, 0.0]  # one seed
+    assert curve["verdicts"][0] == 0 and curve["verdicts"][2] > curve["verdicts"][1] > 0
+    seed0 = result["per_seed"]["0"]["points"]
+    assert seed0[2]["promoted"] in (True, False) and seed0[1]["promoted"] is True
+    # round 2 left out what round 1's operator had answered, and trained on both rounds
+    round2 = tmp_path / "results/experiments/work/seed_0/rounds/transfer/round_2"
+    assert seed0[2]["n_images_mentored"] > seed0[1]["n_images_mentored"]
+    assert json.loads((round2 / "mining/tasks.json").read_text())["model"]["name"] == "round-1"
+    assert "round" in (out / "rounds.md").read_text()
+    assert (out / "plots/rounds.png").stat().st_size > 5_000
+
+
+def test_experiment_efficiency_and_budget_tiny(tmp_path: Path) -> None:
+    _run(tmp_path, "efficiency", "--heuristics", "detections,random", "--budgets", "4,8",
+         "--strategy", "transfer")  # fmt: skip
+    out = tmp_path / "results/experiments/efficiency"
+    rows = json.loads((out / "efficiency.json").read_text())["rows"]
+    assert set(rows) == {"detections-4", "detections-8", "random-4", "random-8"}
+    # a bigger budget never gives fewer verdicts for the same heuristic
+    assert rows["detections-8"]["verdicts"]["mean"] >= rows["detections-4"]["verdicts"]["mean"]
+    assert rows["random-8"]["verdicts"]["mean"] >= rows["random-4"]["verdicts"]["mean"]
+    assert (out / "plots/efficiency.png").stat().st_size > 5_000
+    _run(tmp_path, "budget", "--strategy", "transfer", "--epochs", "1,2")
+    out = tmp_path / "results/experiments/budget"
+    budget = json.loads((out / "budget.json").read_text())
+    assert budget["epochs"] == [1, 2] and len(budget["curves"]["cell new mAP"]["mean"]) == 2
+    assert (out / "plots/budget.png").stat().st_size > 5_000

@@ -11,6 +11,7 @@ from mentoring.mining import (
     Detections,
     Entropy,
     Heuristic,
+    Random,
     Uncertainty,
     extract_areas,
     make_heuristic,
@@ -179,7 +180,7 @@ def test_mine_ties_are_deterministic_for_a_seed() -> None:
     assert all(t[0] == 5 for t in picks)
 
 
-@pytest.mark.parametrize("name", ["detections", "uncertainty", "entropy"])
+@pytest.mark.parametrize("name", ["detections", "uncertainty", "entropy", "random"])
 def test_make_heuristic_known_names(name: str) -> None:
     h = make_heuristic(name, 0.5, 0.2)
     assert h.name == name
@@ -196,3 +197,19 @@ def test_tie_break_follows_ids_not_input_order() -> None:
     picked = mine(probs, Detections(0.5), budget=3, seed=4, ids=ids)
     rev = mine(probs[::-1], Detections(0.5), budget=3, seed=4, ids=ids[::-1])
     assert {ids[i] for i in picked} == {ids[::-1][i] for i in rev}
+
+
+def test_random_picks_a_seeded_sample_of_any_images() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random((40, 2, 3, 3)).astype(np.float32)
+    probs[:20] = 0.0  # images without any detection are as likely as the others
+    ids = [f"img-{k}" for k in range(40)]
+    a = mine(probs, Random(), budget=10, seed=1, ids=ids)
+    assert len(a) == 10 and list(a) == list(mine(probs, Random(), budget=10, seed=1, ids=ids))
+    assert list(a) != list(mine(probs, Random(), budget=10, seed=2, ids=ids))
+    # the order is not the score's: the sample mixes detected and undetected images
+    picks = set(
+        np.concatenate([mine(probs, Random(), budget=10, seed=s, ids=ids) for s in range(5)])
+    )
+    assert picks & set(range(20)) and picks & set(range(20, 40))
+    assert len(mine(probs, Random(), ids=ids)) == 40  # no budget: every image

@@ -164,7 +164,8 @@ def run_seed(
 
     Returns ``evaluations`` (variant -> evaluation, ``baseline`` first), ``mine`` and ``mentor``
     (the default mining's metrics), ``training`` (row -> training metrics), ``histories`` (row ->
-    per-epoch history) and, with ``noise``,
+    per-epoch history), ``data`` (mining/operator key -> their metrics), ``row_data`` (row ->
+    its key) and, with ``noise``,
     ``label_noise`` (row -> label noise by kind).
     """
     from mentoring.stages import evaluate, mentor, mine, train, train_baseline
@@ -192,6 +193,8 @@ def run_seed(
         "training": {},
         "histories": {},
         "label_noise": {},
+        "data": {},
+        "row_data": {},
     }
     labels_of: dict[str, Path] = {}
     for row in rows:
@@ -207,8 +210,8 @@ def run_seed(
             )
             if key == "default":
                 out["mine"], out["mentor"] = mined, mentored
-            else:
-                out.setdefault("data", {})[key] = {"mine": mined, "mentor": mentored}
+            out["data"][key] = {"mine": mined, "mentor": mentored}
+        out["row_data"][row.name] = key
         model = d / f"models/{row.name}.pt"
         out["training"][row.name] = train.run(
             p,

@@ -319,3 +319,63 @@ def build_partial_labels(
     report.n_images = n
     report.n_healthy_images = int(healthy.sum())
     return PartialLabels(touched, targets, annotated, healthy), report
+
+
+def merge_labels(old: PartialLabels, new: PartialLabels) -> PartialLabels:
+    """Partial labels of two mentoring rounds together: every image of either; where both
+    rounds annotated an entry, the newer round's label wins; an image flagged healthy in either
+    round stays flagged (unless the newer round confirmed a defect on it)."""
+    if old.ids and new.ids and old.targets.shape[1:] != new.targets.shape[1:]:
+        raise ValueError(
+            f"cannot merge labels of shape {old.targets.shape[1:]} and {new.targets.shape[1:]}"
+        )
+    ids = sorted(set(old.ids) | set(new.ids))
+    shape = (old.targets if old.ids else new.targets).shape[1:]
+    targets = np.zeros((len(ids), *shape), np.uint8)
+    annotated = np.zeros((len(ids), *shape), bool)
+    healthy = np.zeros(len(ids), bool)
+    row = {i: k for k, i in enumerate(ids)}
+    for labels in (old, new):  # the newer round painted last
+        for j, image_id in enumerate(labels.ids):
+            k = row[image_id]
+            a = labels.annotated[j]
+            targets[k][a] = labels.targets[j][a]
+            annotated[k] |= a
+            healthy[k] |= bool(labels.healthy[j])
+    for j, image_id in enumerate(new.ids):
+        if (new.annotated[j] & (new.targets[j] == 1)).any():
+            healthy[row[image_id]] = bool(new.healthy[j])
+    return PartialLabels(ids, targets, annotated, healthy)
+
+
+def unmentored(tasks: MiningTasks, labels: PartialLabels) -> tuple[MiningTasks, dict[str, int]]:
+    """The tasks of a new mining round without what operators already answered.
+
+    An area is kept when at least one of its cells is not yet annotated on its class's channel;
+    an image flagged healthy before, or left without an area, is dropped. Returns the tasks and
+    counts (``images_dropped_healthy``, ``areas_dropped``, ``images_dropped_empty``).
+    """
+    classes = list(tasks.classes)
+    row = {i: k for k, i in enumerate(labels.ids)}
+    kept = []
+    counts = {"images_dropped_healthy": 0, "areas_dropped": 0, "images_dropped_empty": 0}
+    for im in tasks.images:
+        k = row.get(im.image_id)
+        if k is None:
+            kept.append(im)
+            continue
+        if labels.healthy[k]:
+            counts["images_dropped_healthy"] += 1
+            continue
+        areas = []
+        for a in im.areas:
+            c = classes.index(a.cls)
+            if all(labels.annotated[k, c, r, q] for r, q in a.cells):
+                counts["areas_dropped"] += 1
+            else:
+                areas.append(a)
+        if not areas:
+            counts["images_dropped_empty"] += 1
+            continue
+        kept.append(im.model_copy(update={"areas": areas}))
+    return tasks.model_copy(update={"images": kept}), counts
