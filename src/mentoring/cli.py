@@ -781,15 +781,44 @@ def table1_cmd(
             "transfer+oracle or a row with mentor.draw_missed_rate set.",
         ),
     ] = None,
+    round2: Annotated[
+        str | None,
+        typer.Option(
+            help="Add the round-2 row of this strategy: round 1's champion (through the gate) "
+            "mines what operators have not answered, round 2 trains on both rounds' labels.",
+        ),
+    ] = None,
 ) -> None:
     """Reproduce the paper's Table 1: baseline, w/ new data, each fix, combinations, oracle."""
+    from mentoring.config import parse_strategy
+    from mentoring.experiments.rounds import run_rounds
     from mentoring.experiments.rows import check_rows, load_rows, seed_dir, strategy_rows
-    from mentoring.reporting import plot_tsne, report
+    from mentoring.reporting import label, plot_tsne, report
 
     p = _params(params, set_)
     strategies = strategy_rows(p)
     rows = check_rows(strategies + (load_rows(rows_file) if rows_file else []))
+    if round2 is not None:
+        try:
+            parse_strategy(round2)
+        except ValueError as exc:
+            raise ConfigError(f"--round2: {exc}") from None
     manifest, per_seed = _experiment_seeds(p, data, workdir, seeds, rows)
+    labels = _row_labels(rows)
+    if round2 is not None:
+        name = f"{round2}-round2"
+        got = {}
+        for seed in per_seed:
+            ps = p.model_copy(update={"base": p.base.model_copy(update={"seed": seed})})
+            points = run_rounds(ps, manifest, workdir, round2, 2, log=console.print)["points"]
+            if len(points) == 3:
+                got[seed] = points[2]["evaluation"]
+        if len(got) == len(per_seed):
+            for seed, ev in got.items():
+                per_seed[seed]["evaluations"][name] = ev
+            labels[name] = f"{label(round2)}, round 2 (round 1's champion mines again)"
+        else:
+            console.print(f"round 2 of {round2}: nothing left to mentor for some seed; no row")
     first = seed_dir(workdir, p.base.seed) / "models"
     tsne_models = {
         v: first / f"{v}.pt" for v in ("scratch", "scratch+dann") if (first / f"{v}.pt").exists()
@@ -803,7 +832,7 @@ def table1_cmd(
         {s: r["evaluations"] for s, r in per_seed.items()},
         out_dir,
         sep,
-        labels=_row_labels(rows),
+        labels=labels,
         candidates=[r.name for r in strategies],
     )
     _written(out_dir)

@@ -168,3 +168,14 @@ def test_experiment_efficiency_and_budget_tiny(tmp_path: Path) -> None:
     budget = json.loads((out / "budget.json").read_text())
     assert budget["epochs"] == [1, 2] and len(budget["curves"]["cell new mAP"]["mean"]) == 2
     assert (out / "plots/budget.png").stat().st_size > 5_000
+
+
+def test_table1_round2_row_tiny(tmp_path: Path) -> None:
+    _run(tmp_path, "table1", "--round2", "transfer", "-S", "mine.budget=4",
+         "-S", "promotion.min_gain=0", "-S", "promotion.max_original_drop=1", seeds=1)  # fmt: skip
+    table = json.loads((tmp_path / "results/table1/table1.json").read_text())
+    assert "transfer-round2" in table["variants"]
+    assert "round 2" in table["variants"]["transfer-round2"]["label"]
+    assert table["best_combination"] == "transfer+dann"  # round 2 is a row, never a candidate
+    md = (tmp_path / "results/table1/table1.md").read_text()
+    assert "round 2 (round 1's champion mines again)" in md

@@ -61,3 +61,44 @@ def test_evaluations_without_the_defect_level_leave_its_columns_empty() -> None:
     assert "defect_map_new" not in result["variants"]["scratch"]
     row = markdown(result).splitlines()[-1]
     assert row.startswith("| w/ new data | - | - |")
+
+
+def _ev3(orig: float, new: float, prec: float) -> dict[str, Any]:
+    ev = _ev(new, new)
+    ev["domains"]["original"]["defect"]["map"] = orig
+    ev["domains"]["new"]["defect"]["precision"] = prec
+    return ev
+
+
+def test_the_best_oracle_is_the_gap_s_denominator_and_checks_are_reported(tmp_path: Path) -> None:
+    from mentoring.reporting import results_checks
+
+    evals = {
+        "baseline": _ev3(0.95, 0.60, 0.50),
+        "scratch": _ev3(0.90, 0.70, 0.40),  # gains new mAP, loses precision: check 1 met
+        "transfer": _ev3(0.94, 0.75, 0.60),  # a fix that helps
+        "scratch+omnia": _ev3(0.70, 0.65, 0.70),  # raises precision but loses new mAP
+        "transfer+omnia": _ev3(0.95, 0.87, 0.70),
+        "oracle": _ev3(0.90, 0.80, 0.70),
+        "transfer+oracle": _ev3(0.95, 0.90, 0.80),  # the best oracle
+    }
+    result = aggregate({0: evals})
+    assert result["best_oracle"]["defect"] == "transfer+oracle"
+    assert result["best_combination"] == "transfer+omnia"  # oracles are never candidates
+    t = result["variants"]
+    assert t["transfer+omnia"]["defect_gap_closed"]["mean"] == pytest.approx(0.9)
+    checks = {c["check"]: c for c in results_checks(result, "defect")}
+    assert len(checks) == 4
+    first, fixes, drop, gap = checks.values()
+    assert first["met"] and "+0.100" in first["detail"]
+    assert not fixes["met"] and "OMNIA-like" in fixes["detail"]
+    # scratch loses 0.05 and OMNIA-like 0.25; the oracles are not counted
+    assert not drop["met"] and "w/ new data (-0.050)" in drop["detail"]
+    assert "Oracle" not in drop["detail"]
+    assert gap["met"] and "90%" in gap["detail"]
+    report({0: evals}, tmp_path)
+    md = (tmp_path / "table1.md").read_text()
+    assert "defect level: the best variant closes >= 80% of the gap" in md and "**met**" in md
+    lines = md.splitlines()
+    rows = [ln for ln in lines if ln.startswith("| ") and "mAP" not in ln]
+    assert rows[-1].startswith("| + transfer + oracle") or "Oracle" in rows[-2]
