@@ -9,10 +9,10 @@ DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install chromium demo table1 test test-slow test-all lint format bench image-test clean
+.PHONY: help install chromium demo table1 experiments test test-slow test-all lint format bench image-test clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,9 +48,20 @@ demo: $(STAMP)  ## the whole pipeline with `dvc repro` on the demo line, tracked
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  (http://127.0.0.1:5000)"
 	@echo "Plots:     $(BIN)/dvc plots show  (writes dvc_plots/index.html); metrics: dvc metrics show"
 
-table1: $(STAMP)  ## the Table 1 experiment over 3 seeds (about 40 min on 2 cores)
+SEEDS ?= 3
+EXP = $(BIN)/mentoring experiment
+EXP_WORK = --seeds $(SEEDS) --workdir results/experiments/work
+
+table1: $(STAMP)  ## Table 1 (both levels, every row) + the leads, over 3 seeds, into docs/results/ (hours on 2 cores)
 	$(BIN)/mentoring line generate
-	$(BIN)/mentoring experiment table1 --seeds 3 --workdir results/table1-3seeds/work --out results/table1-3seeds
+	$(EXP) table1 $(EXP_WORK) --rows experiments/table1.yaml --round2 transfer+omnia --out docs/results
+	$(EXP) rows experiments/leads.yaml $(EXP_WORK) --out docs/results/leads \
+	  --title "Leads against the forgetting of w/ new data"
+
+experiments: table1  ## table1, then multi-round, label efficiency and epoch budget into docs/results/
+	$(EXP) rounds --rounds 3 $(EXP_WORK) --out docs/results/rounds
+	$(EXP) budget --strategy scratch --epochs 8,16,32,64 $(EXP_WORK) --out docs/results/budget
+	$(EXP) efficiency --budgets 100,300,600 $(EXP_WORK) --out docs/results/efficiency
 
 test: $(STAMP) chromium  ## fast test suite (everything but slow/gpu/labelstudio tests)
 	$(PY) -m pytest -m "not slow and not gpu and not labelstudio" $(PYTEST_ARGS)
