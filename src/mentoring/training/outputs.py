@@ -34,11 +34,33 @@ def model_arch(params: Params) -> dict[str, Any]:
     }
 
 
+#: loss parts drawn beside the total (L_S, L_W, the domain loss, the distillation loss)
+LOSS_PARTS = {"l_s": "L_S", "l_w": "L_W", "l_d": "L_D (domain)", "l_k": "L_K (distillation)"}
+
+
 def plot_history(history: list[EpochStats], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([h.epoch for h in history], [h.loss for h in history], marker="o")
+    """The training loss per epoch and its parts; with DANN, the domain segmenter's accuracy
+    (0.5 = chance) on a second axis."""
+    epochs = [h.epoch for h in history]
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    ax.plot(epochs, [h.loss for h in history], marker="o", label="loss")
+    for key, name in LOSS_PARTS.items():
+        values = [h.parts.get(key) for h in history]
+        if all(v is not None and v > 0 for v in values):
+            ax.plot(epochs, values, lw=1, ls="--", label=name)
     ax.set(xlabel="epoch", ylabel="training loss", title=title, yscale="log")
     ax.grid(alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    acc = [h.parts.get("d_acc") for h in history]
+    if history and all(a is not None for a in acc):
+        ax2 = ax.twinx()
+        ax2.plot(epochs, acc, color="black", lw=1, marker=".", label="domain accuracy")
+        ax2.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax2.set(ylabel="domain accuracy", ylim=(0.0, 1.0))
+        h2, n2 = ax2.get_legend_handles_labels()
+        handles, names = handles + h2, names + n2
+    if len(handles) > 1:
+        ax.legend(handles, names, fontsize=7)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
