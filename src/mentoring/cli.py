@@ -442,7 +442,7 @@ def mine_cmd(
     from mentoring.stages import mine
 
     p = _params(params, set_)
-    m = mine.run(p, manifest, model, tasks, results)
+    m = mine.run(p, manifest, model, tasks, results, show_progress=sys.stderr.isatty())
     out.print(
         f"mined {m['n_mined']} of {m['n_pool']} images ({m['n_areas']} detected areas, "
         f"heuristic {m['heuristic']}) -> {tasks}"

@@ -293,6 +293,7 @@ class MineParams(_Section):
     margin: float = Field(0.2, gt=0, lt=0.5)  # uncertainty heuristic: |p - threshold| <= margin
     budget: int | None = Field(None, ge=1)  # most images to mine; None = every image of interest
     batch_size: int = Field(64, ge=1)  # images per inference batch
+    num_workers: int = Field(0, ge=0)  # processes decoding the pool (0 = in the main one)
 
 
 class MentorParams(_Section):

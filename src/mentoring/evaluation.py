@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
@@ -49,6 +50,23 @@ def predict(
         for i in range(0, images.shape[0], batch_size)
     ]
     return torch.cat(out).numpy()
+
+
+def stream_predictions(
+    model: torch.nn.Module,
+    df: pd.DataFrame,
+    root: Path,
+    batch_size: int = 64,
+    device: str = "cpu",
+    workers: int = 0,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`predict` over manifest rows read batch by batch (:mod:`mentoring.data.reader`):
+    ``(start, probs)`` per batch, probs (B, C, h, w) float32 of rows ``start``.. in order. The
+    same batches as :func:`predict` on the whole tensor, so the same numbers on CPU."""
+    from mentoring.data.reader import image_batches
+
+    for start, images in image_batches(df, root, batch_size, workers):
+        yield start, predict(model, images, batch_size, device)
 
 
 def _ratio(num: int, den: int) -> float:

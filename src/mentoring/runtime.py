@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -30,3 +32,25 @@ def setup_torch(base: BaseParams) -> str:
 def seed_everything(seed: int) -> None:
     """Seed torch's global generator (model initialisation draws from it)."""
     torch.manual_seed(seed)
+
+
+@contextmanager
+def progress_bar(show: bool, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``total`` items (shown when ``show``); yields ``advance(n)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn(f"[bold]{description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not show,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.update(task, advance=n)

@@ -83,7 +83,7 @@ def test_train_a_strategy_and_evaluate_it(mined: Path) -> None:
     out = mentoring(mined, "train", "--strategy", "transfer+omnia+dann", *TINY).stdout
     assert "transfer+omnia+dann: 1 epochs" in out
     hist = json.loads((mined / "results/train/transfer+omnia+dann/history.json").read_text())
-    assert set(hist[0]["parts"]) == {"l_s", "l_w", "l_d", "grl"}
+    assert set(hist[0]["parts"]) == {"l_s", "l_w", "l_d", "grl", "d_acc"}
     mentoring(
         mined,
         "evaluate",
@@ -110,3 +110,45 @@ def test_rerun_resumes_transfer_even_after_the_baseline_file_is_rewritten(mined:
     mentoring(mined, "train", *TINY)  # the baseline resumes and writes its file again
     mentoring(mined, "train", "--strategy", "transfer", *TINY)
     assert json.loads(hist.read_text()) == before  # same timings: resumed, not retrained
+
+
+@pytest.mark.parametrize("heuristic", ["detections", "entropy", "random"])
+def test_streamed_mining_equals_mining_the_pool_in_memory(
+    mined: Path, tmp_path: Path, heuristic: str
+) -> None:
+    """The stage reads the pool batch by batch (and in worker processes): the tasks are those
+    of scoring the whole pool as one tensor, byte for byte but the creation time."""
+    from mentoring.config import load_params
+    from mentoring.data.dataset import load_images
+    from mentoring.data.manifest import data_root, read_manifest, select
+    from mentoring.evaluation import predict
+    from mentoring.mining import extract_areas, make_heuristic, rank
+    from mentoring.models.store import load_model
+    from mentoring.stages import mine
+
+    manifest = mined / "data/manifests/line.parquet"
+    overrides = {"base.profile": "tiny", "mine.threshold": 0.01, "mine.heuristic": heuristic}
+    p = load_params(mined / "params.yaml", {**overrides, "mine.batch_size": 5, "mine.budget": 20})
+    model, _ = load_model(mined / "models/baseline.pt")
+    df = select(read_manifest(manifest), "new", "pool")
+    probs = predict(model, load_images(df, data_root(manifest)), 5)
+    scores = make_heuristic(heuristic, 0.01, p.mine.margin).score(probs)
+    ids = list(df["image_id"])
+    picked = rank(scores, 20, p.base.seed, ids)
+    expected = [
+        (ids[i], float(scores[i]), [a.area_id for a in extract_areas(probs[i], p.line.classes,
+                                                                      0.01, 8, ids[i])])
+        for i in picked
+    ]  # fmt: skip
+    outs = []
+    for workers in (0, 2):
+        q = load_params(mined / "params.yaml", {**overrides, "mine.batch_size": 5,
+                                                "mine.budget": 20, "mine.num_workers": workers})  # fmt: skip
+        tasks = tmp_path / f"tasks-{workers}.json"
+        mine.run(q, manifest, mined / "models/baseline.pt", tasks, tmp_path / f"r{workers}")
+        got = json.loads(tasks.read_text())
+        assert [(im["image_id"], im["score"], [a["area_id"] for a in im["areas"]])
+                for im in got["images"]] == expected  # fmt: skip
+        got.pop("created_at")
+        outs.append(got)
+    assert outs[0] == outs[1]

@@ -11,16 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mentoring.config import Params
-from mentoring.data.dataset import load_images
 from mentoring.data.images import Mapping
 from mentoring.data.manifest import data_root, read_manifest, select
-from mentoring.evaluation import predict
+from mentoring.evaluation import stream_predictions
 from mentoring.feedback.schema import MiningTasks, TaskArea, TaskImage, dump
 from mentoring.io import write_bytes, write_json
-from mentoring.mining import extract_areas, make_heuristic, rank
+from mentoring.mining import Area, extract_areas, make_heuristic, rank
 from mentoring.registry import open_model
-from mentoring.runtime import setup_torch
+from mentoring.runtime import progress_bar, setup_torch
 
 
 def run(
@@ -32,24 +33,45 @@ def run(
     domain: str = "new",
     split: str = "pool",
     model_name: str = "baseline",
+    show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Score the pool with the model, pick the images of interest, write their detected areas."""
+    """Score the pool with the model, pick the images of interest, write their detected areas.
+
+    The pool is read in batches of ``mine.batch_size`` (decoded in ``mine.num_workers``
+    processes), so memory does not grow with its size beyond one score per image and the areas
+    of the images of interest.
+    """
     device = setup_torch(params.base)
     cfg = params.mine
     model, classes, ref = open_model(params, model_path, device, model_name)
     df = select(read_manifest(manifest, check_files=False), domain, split)
     if df.empty:
         raise ValueError(f"{manifest}: no images of domain {domain!r}, split {split!r} to mine")
-    images = load_images(df, data_root(manifest))
-    probs = predict(model, images, cfg.batch_size, device)
     heuristic = make_heuristic(cfg.heuristic, cfg.threshold, cfg.margin)
-    scores = heuristic.score(probs)  # once: for the ranking and the tasks' scores
-    picked = rank(scores, cfg.budget, params.base.seed, list(df["image_id"]))
     ids, paths = list(df["image_id"]), list(df["path"])
+    # stream the pool: per batch, keep each image's score and the areas of the images of
+    # interest (score > 0), never the images nor the probabilities of the whole pool
+    scores = np.zeros(len(ids), np.float64)
+    areas_of: dict[int, list[Area]] = {}
+    batches = stream_predictions(
+        model, df, data_root(manifest), cfg.batch_size, device, cfg.num_workers
+    )
+    with progress_bar(show_progress, "mine", len(ids)) as advance:
+        for start, probs in batches:
+            s = heuristic.score(probs)  # once: for the ranking and the tasks' scores
+            scores[start : start + len(s)] = s
+            for j in np.flatnonzero(s > 0):
+                i = start + int(j)
+                areas_of[i] = extract_areas(
+                    probs[j], classes, cfg.threshold, params.model.stride, ids[i]
+                )
+            advance(len(s))
+    grid = (int(probs.shape[2]), int(probs.shape[3]))
+    picked = rank(scores, cfg.budget, params.base.seed, ids)
     rows = df.reset_index(drop=True)
     task_images = []
     for i in picked:
-        areas = extract_areas(probs[i], classes, cfg.threshold, params.model.stride, ids[i])
+        areas = areas_of[int(i)]
         row = rows.iloc[i]
         mapping = Mapping.from_json(str(row["mapping"]), int(row["width"]), int(row["height"]))
         ingested = bool(row["mapping"])
@@ -78,7 +100,7 @@ def run(
         heuristic=cfg.heuristic,
         threshold=cfg.threshold,
         stride=params.model.stride,
-        grid=(probs.shape[2], probs.shape[3]),
+        grid=grid,
         classes=list(classes),
         created_at=datetime.now(UTC).replace(microsecond=0),
         images=task_images,

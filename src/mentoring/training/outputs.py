@@ -45,14 +45,14 @@ def plot_history(history: list[EpochStats], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     ax.plot(epochs, [h.loss for h in history], marker="o", label="loss")
     for key, name in LOSS_PARTS.items():
-        values = [h.parts.get(key) for h in history]
-        if all(v is not None and v > 0 for v in values):
+        values = [h.parts.get(key, 0.0) for h in history]
+        if history and all(key in h.parts and v > 0 for h, v in zip(history, values, strict=True)):
             ax.plot(epochs, values, lw=1, ls="--", label=name)
     ax.set(xlabel="epoch", ylabel="training loss", title=title, yscale="log")
     ax.grid(alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
-    acc = [h.parts.get("d_acc") for h in history]
-    if history and all(a is not None for a in acc):
+    acc = [h.parts.get("d_acc", 0.0) for h in history]
+    if history and all("d_acc" in h.parts for h in history):
         ax2 = ax.twinx()
         ax2.plot(epochs, acc, color="black", lw=1, marker=".", label="domain accuracy")
         ax2.axhline(0.5, color="grey", lw=0.8, ls=":")

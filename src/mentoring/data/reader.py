@@ -1,0 +1,57 @@
+"""Streaming image reader: manifest rows -> batches of decoded images, in bounded memory.
+
+Mining a day of images (86,400 at one part per second) cannot hold the pool in one tensor. This
+reader decodes the rows of a manifest selection batch by batch, in order, through a torch
+``DataLoader``: with ``workers`` > 0 the decoding runs in worker processes, off the main one, while
+the model scores the previous batch. Only one batch (per worker, prefetched) is alive at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mentoring.data.dataset import read_image
+
+
+class ManifestImages(Dataset[torch.Tensor]):
+    """The images of manifest rows ``df`` (same size and channels), decoded on access."""
+
+    def __init__(self, df: pd.DataFrame, root: Path) -> None:
+        if df.empty:
+            raise ValueError("no images to read (empty selection of the manifest)")
+        first = df.iloc[0]
+        self.size = (int(first["height"]), int(first["width"]))
+        self.channels = int(first["channels"])
+        self.paths = [root / p for p in df["path"].astype(str)]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(
+            np.ascontiguousarray(read_image(self.paths[i], self.channels, self.size))
+        )
+
+
+def image_batches(
+    df: pd.DataFrame, root: Path, batch_size: int, workers: int = 0
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, images)`` per batch, in the rows' order: ``images`` is (B, C, H, W) uint8 and
+    its first image is row ``start``. ``workers`` > 0 decodes in that many processes."""
+    loader = DataLoader(
+        ManifestImages(df, root),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+    )
+    start = 0
+    for images in loader:
+        yield start, images
+        start += images.shape[0]
