@@ -142,8 +142,8 @@ def test_streamed_mining_equals_mining_the_pool_in_memory(
     ]  # fmt: skip
     outs = []
     for workers in (0, 2):
-        q = load_params(mined / "params.yaml", {**overrides, "mine.batch_size": 5,
-                                                "mine.budget": 20, "mine.num_workers": workers})  # fmt: skip
+        streamed = {**overrides, "mine.batch_size": 5, "mine.budget": 20}
+        q = load_params(mined / "params.yaml", {**streamed, "mine.num_workers": workers})
         tasks = tmp_path / f"tasks-{workers}.json"
         mine.run(q, manifest, mined / "models/baseline.pt", tasks, tmp_path / f"r{workers}")
         got = json.loads(tasks.read_text())
