@@ -88,6 +88,7 @@ bench: $(STAMP) chromium  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/annotate.py
+	$(PY) benchmarks/serving.py
 
 .PHONY: annotate
 annotate: $(STAMP)  ## the mentoring web interface on the demo's mining output (http://127.0.0.1:8000/)

@@ -259,6 +259,76 @@ def mlflow_server(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def mlflow_model_server(
+    model_uri: str,
+    workdir: Path,
+    *,
+    tracking_uri: str,
+    blocked: tuple[str, ...] = (),
+    timeout_s: float = 90.0,
+) -> Iterator[str]:
+    """Run ``mlflow models serve -m model_uri --env-manager local`` and yield its URL.
+
+    Args:
+        model_uri: e.g. ``models:/defect-segmenter@champion``.
+        workdir: holds ``model-server.log`` and the import blocker.
+        tracking_uri: where ``models:/`` resolves (``MLFLOW_TRACKING_URI`` of the server).
+        blocked: top-level packages that no Python process of the server may import (a
+            ``sitecustomize`` on ``PYTHONPATH`` raises ImportError for them): proves the served
+            model needs nothing else.
+        timeout_s: how long to wait for ``GET /ping``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    mlflow_bin = VENV_BIN / "mlflow"
+    mlflow_cmd = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
+    env = {**os.environ, **MLFLOW_SERVER_ENV, "MLFLOW_TRACKING_URI": tracking_uri}
+    # it execs `uvicorn` by name: the venv's scripts must be on PATH
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    if blocked:
+        site = workdir / "blocker"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(
+            "import sys\n"
+            f"BLOCKED = {set(blocked)!r}\n"
+            "class _Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in BLOCKED:\n"
+            "            raise ImportError(f'{name} is blocked in this test')\n"
+            "        return None\n"
+            "sys.meta_path.insert(0, _Block())\n"
+        )
+        env["PYTHONPATH"] = str(site)
+
+    def make_cmd(port: int) -> list[str]:
+        return [
+            *mlflow_cmd,
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+
+    with _server(
+        "mlflow models serve",
+        make_cmd,
+        "/ping",
+        workdir / "model-server.log",
+        timeout_s,
+        env=env,
+        cwd=workdir,
+    ) as url:
+        yield url
+
+
 class FaultProxy:
     """A reverse proxy on loopback that forwards to an S3 endpoint and injects faults.
 

@@ -216,12 +216,19 @@ class Registry:
         before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        uri = f"models:/{self.name}/{version}"
         try:
-            served = mlflow.pytorch.load_model(f"models:/{self.name}/{version}", map_location="cpu")
+            served = mlflow.pytorch.load_model(uri, map_location="cpu")
+            metadata = mlflow.models.get_model_info(uri).metadata or {}
         finally:
             mlflow.set_tracking_uri(before[0])
             mlflow.set_registry_uri(before[1])
-        return served.segmenter.eval(), list(served.classes)
+        # a TorchScript graph (self-contained) keeps its class names in the model's metadata;
+        # versions logged before that are pickled modules that carry them
+        classes = metadata.get("classes") or getattr(served, "classes", None)
+        if not classes:
+            raise RegistryError(f"{self.name} version {version}: no class names in the model")
+        return served.segmenter.eval(), list(classes)
 
     def resolve(self, ref: str) -> str:
         """The version a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names.

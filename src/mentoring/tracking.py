@@ -286,6 +286,12 @@ class Tracker:
     ) -> dict[str, str]:
         """Log ``segmenter`` as the run's PyTorch model (served: images -> probabilities).
 
+        The model is logged **self-contained**: a TorchScript graph of
+        :class:`~mentoring.models.deploy.DeployedSegmenter` (traced; any batch size and image
+        size), so ``mlflow models serve`` and ``mlflow.pyfunc.load_model`` need torch and numpy
+        only, not this package. The class names and the output stride are in the model's
+        metadata (``classes``, ``stride``).
+
         Returns ``{"model_uri", "model_id", "run_id"}``.
         """
         import mlflow
@@ -294,23 +300,24 @@ class Tracker:
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        from mentoring import __version__
-        from mentoring.models.deploy import DeployedSegmenter
+        from mentoring.models.deploy import DeployedSegmenter, trace
 
         served = DeployedSegmenter(segmenter, classes).cpu().eval()
         example = np.zeros((1, *image_shape), np.float32)
+        graph = trace(served, image_shape)
         with torch.no_grad():
-            out = served(torch.from_numpy(example)).numpy()
+            out = graph(torch.from_numpy(example)).numpy()
         signature = ModelSignature(
             # unnamed tensors: pyfunc passes a plain ndarray (named ones become a dict)
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *out.shape[1:]))]),
         )
-        # pickle is what the issue asks for; MLflow warns about it on every save
+        # a TorchScript graph is saved with torch.jit.save ("pickle" is MLflow's name for it;
+        # its default "pt2" is for eager modules); MLflow warns about pickle on every save
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
-                served,
+                graph,
                 name="model",
                 serialization_format="pickle",
                 signature=signature,
@@ -318,8 +325,8 @@ class Tracker:
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
                     f"numpy=={np.__version__}",
-                    f"mentoring=={__version__}",  # the pickled classes live in it
                 ],
+                metadata={"classes": list(classes), "stride": int(segmenter.stride)},
                 tags={k: str(v) for k, v in {**self.lineage, **(tags or {})}.items()},
             )
         return {"model_uri": info.model_uri, "model_id": info.model_id or "", "run_id": run_id}

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from mentoring.evaluation import predict
 from mentoring.models.store import load_model
 from mentoring.registry import Registry
 from mentoring.stages import evaluate, line, mentor, mine, register, train, train_baseline
+from tests.servers import mlflow_model_server
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "mentoring")
@@ -40,7 +42,7 @@ def tiny_line(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_and_register_against_a_tracking_server(
-    tiny_line: Path, mlflow_server_uri: str, monkeypatch: pytest.MonkeyPatch
+    tiny_line: Path, mlflow_server_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server_uri)
     wd = tiny_line
@@ -129,6 +131,31 @@ def test_train_and_register_against_a_tracking_server(
     images = torch.randint(0, 256, (3, 1, 128, 128), dtype=torch.uint8)
     got = served.predict(images.numpy().astype(np.float32) / 255.0)
     np.testing.assert_allclose(got, predict(model, images), atol=1e-5)
+
+    # what a promotion deploys is self-contained: `mlflow models serve` runs it with this
+    # package blocked from import, and answers what the torch model predicts
+    with mlflow_model_server(
+        "models:/server-segmenter@champion",
+        tmp_path / "serve",
+        tracking_uri=mlflow_server_uri,
+        blocked=("mentoring",),
+    ) as url:
+        body = json.dumps({"inputs": (images.numpy().astype(np.float32) / 255.0).tolist()})
+        request = urllib.request.Request(
+            url + "/invocations", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    served_http = np.asarray(answer["predictions"], np.float32)
+    assert served_http.shape == (3, 6, 16, 16)
+    np.testing.assert_allclose(served_http, predict(model, images), atol=1e-5)
+    info = mlflow.models.get_model_info("models:/server-segmenter@champion")
+    assert info.metadata["classes"] == list(p.line.classes)
+    reqs = (
+        Path(mlflow.artifacts.download_artifacts("models:/server-segmenter@champion"))
+        / "requirements.txt"
+    ).read_text()
+    assert "mentoring" not in reqs and "torch==" in reqs
 
     # a second registration of the same models creates no version
     again = register_all()

@@ -1,5 +1,8 @@
 """The served form of a segmenter: what the registry holds and ``mlflow.pyfunc`` predicts with.
 
+The registry holds it as a TorchScript graph (:func:`trace`): serving it needs torch, not this
+package.
+
 Example:
     >>> model = mlflow.pyfunc.load_model("models:/defect-segmenter@champion")  # doctest: +SKIP
     >>> probs = model.predict(images)  # (N, C_in, H, W) float32 in [0, 1] -> (N, C, h, w)
@@ -26,3 +29,23 @@ class DeployedSegmenter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.segmenter(images.to(torch.float32)))
+
+
+def trace(served: DeployedSegmenter, image_shape: tuple[int, int, int]) -> torch.jit.ScriptModule:
+    """A TorchScript graph of ``served``, traced on one image of ``image_shape`` (C, H, W).
+
+    The graph takes any batch size and any image size the segmenter takes (its sizes are read
+    from the input, not baked in: checked on another size before it is returned).
+
+    Raises:
+        RuntimeError: the traced graph does not reproduce the module.
+    """
+    served = served.eval()
+    c, h, w = image_shape
+    with torch.no_grad():
+        graph = torch.jit.trace(served, torch.zeros(1, c, h, w), check_trace=False)
+        probe = torch.rand(2, c, 2 * h, w, generator=torch.Generator().manual_seed(0))
+        if not torch.allclose(graph(probe), served(probe), atol=1e-6):
+            raise RuntimeError("the traced segmenter does not reproduce the module")
+    assert isinstance(graph, torch.jit.ScriptModule)
+    return graph
