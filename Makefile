@@ -89,6 +89,7 @@ bench: $(STAMP) chromium  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/annotate.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/mining.py
 
 .PHONY: annotate
 annotate: $(STAMP)  ## the mentoring web interface on the demo's mining output (http://127.0.0.1:8000/)

@@ -1,0 +1,206 @@
+"""Benchmark: streamed mining against the bare forward, its memory over 10x the pool, the limit.
+
+1. **Throughput**: the `mine` stage end to end (read + decode + forward + area extraction + tasks
+   written) on ``--pool`` images, in images/s, against the bare forward of the same model on the
+   same images already in memory as one tensor, same batch size. Target ratio >= 0.9. Measured
+   with 0 and 1 decoding worker processes.
+2. **Memory**: the peak RSS of the `mine` stage (a fresh process each) over ``--pool`` and
+   10 x ``--pool`` images. Target ratio <= 1.1: the pool is streamed. The worst case for what
+   mining keeps: every image has detected areas (``model.prior`` 0.3, threshold 0.3).
+3. **The limit**: FLOPs per image of the default segmenter (torch's ``FlopCounterMode``), the
+   machine's measured fp32 matmul and convolution throughput, and the fraction of it the bare
+   forward and the stage reach.
+
+Writes ``benchmarks/results/mining.json``. The weights are untrained: the work is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mentoring.config import load_params
+from mentoring.data.dataset import load_images
+from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.evaluation import predict
+from mentoring.io import write_json
+from mentoring.models.segmenter import Segmenter
+from mentoring.models.store import save_model
+from mentoring.stages import line
+from mentoring.training.outputs import model_arch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+#: what a child process runs: the mine stage on one manifest, its wall time on stdout
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from mentoring.config import load_params
+from mentoring.stages import mine
+p = load_params(sys.argv[1], json.loads(sys.argv[2]))
+t0 = time.perf_counter()
+m = mine.run(p, Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]), Path(sys.argv[6]))
+seconds = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
+print(json.dumps({"seconds": seconds, "n_mined": m["n_mined"], "n_areas": m["n_areas"],
+                  "peak_rss_mib": rss}))
+"""
+
+
+def _child(args: list[str]) -> tuple[dict[str, float], float]:
+    """Run CHILD in a fresh process; return its output and its own peak RSS in MiB."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=3600
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"mine stage failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out, float(out["peak_rss_mib"])
+
+
+def _gflops(fn: object, flops: float, reps: int) -> float:
+    fn()  # type: ignore[operator]
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()  # type: ignore[operator]
+    return flops * reps / (time.perf_counter() - t0) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", type=int, default=1500, help="pool images of the small run")
+    ap.add_argument("--factor", type=int, default=10, help="the large run has factor x pool")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of the throughput runs")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "mining.json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        big = args.pool * args.factor
+        overrides = {
+            "base.profile": "bench",
+            "line.profiles.bench": {
+                "original_train": 0,
+                "original_eval": 0,
+                "new_pool": big,
+                "new_eval": 0,
+            },
+            "model.prior": 0.3,
+            "mine.threshold": 0.3,
+        }
+        params_file = REPO / "params.yaml"
+        p = load_params(params_file, overrides)
+        torch.set_num_threads(p.base.num_threads)
+        line.run(p, tmp_path / "data", tmp_path / "results/line")
+        manifest = tmp_path / "data/manifests/line.parquet"
+        full = read_manifest(manifest)
+        pool = select(full, "new", "pool")
+        # the small run: a manifest with the first ``pool`` images of the pool
+        small = tmp_path / "data/manifests/small.parquet"
+        pool.head(args.pool).to_parquet(small)
+        torch.manual_seed(0)
+        model = Segmenter(**model_arch(p)).eval()
+        model_path = tmp_path / "model.pt"
+        save_model(model_path, model, model_arch(p), p.line.classes)
+
+        # 1. throughput, same images: the bare forward on a tensor against the stage
+        images = load_images(pool.head(args.pool), data_root(manifest))
+        bs = p.mine.batch_size
+        bare = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                predict(model, images, bs)
+            bare.append(time.perf_counter() - t0)
+        bare_ips = args.pool / min(bare)
+        stage: dict[str, float] = {}
+        for workers in (0, 1):
+            runs = []
+            for r in range(args.reps):
+                out, _ = _child(
+                    [
+                        str(params_file),
+                        json.dumps({**overrides, "mine.num_workers": workers}),
+                        str(small),
+                        str(model_path),
+                        str(tmp_path / f"tasks-{workers}-{r}.json"),
+                        str(tmp_path / f"mine-{workers}-{r}"),
+                    ]
+                )
+                runs.append(out["seconds"])
+            stage[str(workers)] = args.pool / min(runs)
+        del images
+
+        # 2. memory: the stage over pool and factor x pool images, a fresh process each
+        rss = {}
+        counts = {}
+        for name, man in (("small", small), ("large", manifest)):
+            out, peak = _child(
+                [
+                    str(params_file),
+                    json.dumps(overrides),
+                    str(man),
+                    str(model_path),
+                    str(tmp_path / f"tasks-{name}.json"),
+                    str(tmp_path / f"mine-{name}"),
+                ]
+            )
+            rss[name], counts[name] = peak, out
+    # 3. the limit
+    size = p.line.image_size
+    x = torch.rand(1, p.line.channels, size, size)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(x)
+    flops_per_image = float(fc.get_total_flops())
+    a = torch.rand(1024, 1024)
+    matmul = _gflops(lambda: a @ a, 2 * 1024**3, 20)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
+    xc = torch.rand(16, 64, 64, 64)
+    conv_flops = 2 * 64 * 64 * 9 * 16 * 64 * 64
+    with torch.no_grad():
+        conv_gflops = _gflops(lambda: conv(xc), conv_flops, 10)
+    peak = max(matmul, conv_gflops)
+    result = {
+        "pool": args.pool,
+        "factor": args.factor,
+        "batch_size": bs,
+        "torch_threads": torch.get_num_threads(),
+        "throughput": {
+            "bare_forward_images_per_s": bare_ips,
+            "stage_images_per_s": stage,
+            "stage_over_bare": {w: v / bare_ips for w, v in stage.items()},
+            "target": 0.9,
+        },
+        "memory": {
+            "peak_rss_mib": rss,
+            "images": {"small": args.pool, "large": big},
+            "mined": counts,
+            "large_over_small": rss["large"] / rss["small"],
+            "target": 1.1,
+        },
+        "limit": {
+            "flops_per_image": flops_per_image,
+            "matmul_gflops": matmul,
+            "conv_gflops": conv_gflops,
+            "bare_forward_fraction_of_peak": bare_ips * flops_per_image / 1e9 / peak,
+            "stage_fraction_of_peak": max(stage.values()) * flops_per_image / 1e9 / peak,
+        },
+    }
+    result["pass"] = {
+        "throughput": max(result["throughput"]["stage_over_bare"].values()) >= 0.9,
+        "memory": result["memory"]["large_over_small"] <= 1.1,
+    }
+    write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
