@@ -9,7 +9,7 @@ DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install chromium demo table1 experiments test test-slow test-all lint format bench image-test clean
+.PHONY: help install chromium demo table1 experiments test test-gpu test-slow test-all lint format bench image-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ experiments: table1  ## table1, then multi-round, label efficiency and epoch bud
 
 test: $(STAMP) chromium  ## fast test suite (everything but slow/gpu/labelstudio tests)
 	$(PY) -m pytest -m "not slow and not gpu and not labelstudio" $(PYTEST_ARGS)
+
+test-gpu: $(STAMP)  ## the CUDA tests (tests/gpu): skipped with the reason where torch sees no GPU
+	$(PY) -m pytest -m gpu -rs tests/gpu $(PYTEST_ARGS)
 
 test-slow: $(STAMP) chromium  ## the long tests only
 	$(PY) -m pytest -m "slow and not gpu" $(PYTEST_ARGS)

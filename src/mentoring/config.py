@@ -37,6 +37,10 @@ class BaseParams(_Section):
     device: str = "cpu"  # torch device for training and inference ("cpu", "cuda", "cuda:1")
     profile: str = "demo"  # which `line.profiles` entry sets the data set sizes
     num_threads: int = Field(2, ge=1)  # torch intra-op threads on CPU
+    # bf16: training and inference under torch.autocast (bfloat16 matmuls/convolutions, fp32
+    # weights and losses); fp32 everywhere else. fp32 keeps CPU runs bit-exact
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False  # NHWC tensors and weights (faster convolutions on GPUs)
 
 
 class SplitSizes(_Section):

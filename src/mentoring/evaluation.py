@@ -41,14 +41,32 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64, device: str = "cpu"
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    device: str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> np.ndarray:
-    """(N, C_in, H, W) uint8 images -> (N, C, h, w) float32 probabilities."""
+    """(N, C_in, H, W) uint8 images -> (N, C, h, w) float32 probabilities.
+
+    ``precision`` ``bf16`` runs the forward under autocast; ``channels_last`` uses NHWC."""
+    from mentoring.runtime import autocast
+
     model.eval().to(device)
-    out = [
-        torch.sigmoid(model(images[i : i + batch_size].to(device, torch.float32) / 255.0)).cpu()
-        for i in range(0, images.shape[0], batch_size)
-    ]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model.to(memory_format=fmt)  # type: ignore[call-overload]
+    cuda = device.startswith("cuda")
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        chunk = images[i : i + batch_size]
+        if cuda:
+            chunk = chunk.pin_memory()
+        x = chunk.to(device, non_blocking=cuda).to(torch.float32) / 255.0
+        with autocast(device, precision):
+            logits = model(x.contiguous(memory_format=fmt))
+        out.append(torch.sigmoid(logits.float()).cpu())
     return torch.cat(out).numpy()
 
 
@@ -59,6 +77,8 @@ def stream_predictions(
     batch_size: int = 64,
     device: str = "cpu",
     workers: int = 0,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """:func:`predict` over manifest rows read batch by batch (:mod:`mentoring.data.reader`):
     ``(start, probs)`` per batch, probs (B, C, h, w) float32 of rows ``start``.. in order. The
@@ -66,7 +86,7 @@ def stream_predictions(
     from mentoring.data.reader import image_batches
 
     for start, images in image_batches(df, root, batch_size, workers):
-        yield start, predict(model, images, batch_size, device)
+        yield start, predict(model, images, batch_size, device, precision, channels_last)
 
 
 def _ratio(num: int, den: int) -> float:
@@ -285,7 +305,14 @@ def score_domains(
     stride, coverage = params.model.stride, params.line.cell_min_coverage
     for domain, split in EVAL_SPLITS:
         data = CellDataset.from_manifest(manifest, domain, split, classes, stride, coverage)
-        probs = predict(model, data.split.images, cfg.batch_size, device)
+        probs = predict(
+            model,
+            data.split.images,
+            cfg.batch_size,
+            device,
+            params.base.precision,
+            params.base.channels_last,
+        )
         m = area_metrics(probs, data.split.targets.numpy(), classes, cfg.threshold)
         m["defect"] = defect_metrics(
             probs,

@@ -39,14 +39,16 @@ class Batch:
     domain: torch.Tensor
     global_size: int | None = None
 
-    def to(self, device: str) -> Batch:
-        return Batch(
-            self.images.to(device),
-            self.targets.to(device),
-            self.annotated.to(device),
-            self.domain.to(device),
-            self.global_size,
-        )
+    def to(self, device: str, channels_last: bool = False) -> Batch:
+        """On ``device``; from pinned memory to a GPU without blocking the host."""
+        cuda = device.startswith("cuda")
+        parts = [self.images, self.targets, self.annotated, self.domain]
+        if cuda:
+            parts = [t.pin_memory() for t in parts]
+        images, targets, annotated, domain = (t.to(device, non_blocking=cuda) for t in parts)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return Batch(images, targets, annotated, domain, self.global_size)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -54,7 +54,14 @@ def run(
     scores = np.zeros(len(ids), np.float64)
     areas_of: dict[int, list[Area]] = {}
     batches = stream_predictions(
-        model, df, data_root(manifest), cfg.batch_size, device, cfg.num_workers
+        model,
+        df,
+        data_root(manifest),
+        cfg.batch_size,
+        device,
+        cfg.num_workers,
+        params.base.precision,
+        params.base.channels_last,
     )
     with progress_bar(show_progress, "mine", len(ids)) as advance:
         for start, probs in batches:

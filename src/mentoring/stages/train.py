@@ -74,7 +74,14 @@ def new_data(
     if "omnia" in flags or cfg.confirm_refine > 0:
         if baseline is None:
             raise ValueError(f"strategy {strategy!r} needs the baseline model")
-        probs = predict(baseline, images, params.evaluate.batch_size, device)
+        probs = predict(
+            baseline,
+            images,
+            params.evaluate.batch_size,
+            device,
+            params.base.precision,
+            params.base.channels_last,
+        )
     if cfg.confirm_refine > 0 and probs is not None:
         targets, annotated = apply_refine(targets, annotated, probs, cfg.confirm_refine)
     if cfg.confirm_exclusive:
@@ -141,6 +148,8 @@ def run(
             ),
             # the baseline's weights, not its file: torch.save writes a fresh id into every file
             tensor_digest(*baseline.state_dict().values()) if baseline is not None else None,
+            # bf16 trains other weights; fp32 fingerprints stay those of earlier versions
+            *([params.base.precision] if params.base.precision != "fp32" else []),
         )
         logged = {"strategy": strategy, "train": {**read, "nproc": cfg.nproc}}
         run_id = start_tracking(tracker, strategy, params, logged)
@@ -158,6 +167,8 @@ def run(
             description=strategy,
             on_epoch=epoch_callback(results_dir, tracker, run_id),
             teacher=baseline if "distill" in flags else None,
+            precision=params.base.precision,
+            channels_last=params.base.channels_last,
         )
         extra = {
             "strategy": strategy,

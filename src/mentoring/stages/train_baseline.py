@@ -66,6 +66,8 @@ def run(
             cfg.model_dump(exclude={"nproc"}),  # any nproc trains the same model: resumable
             params.base.seed,
             tensor_digest(data.split.images, data.split.targets),
+            # bf16 trains other weights; fp32 fingerprints stay those of earlier versions
+            *([params.base.precision] if params.base.precision != "fp32" else []),
         )
         source = SingleSource(data.split.images, data.split.targets, cfg.batch_size, cfg.augment)
 
@@ -84,6 +86,8 @@ def run(
             device=device,
             show_progress=show_progress,
             on_epoch=epoch_callback(results_dir, tracker, run_id),
+            precision=params.base.precision,
+            channels_last=params.base.channels_last,
         )
         extra = {"n_images": len(data)}
         if not is_main:

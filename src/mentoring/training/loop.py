@@ -30,6 +30,7 @@ from torch import nn
 from mentoring.config import TrainParams
 from mentoring.data.batch import Batch
 from mentoring.io import write_with
+from mentoring.runtime import autocast
 from mentoring.training import distributed
 
 #: loss of a batch at training progress p in [0, 1) -> (scalar loss, named parts for logging)
@@ -96,6 +97,8 @@ def train(
     show_progress: bool = True,
     on_epoch: Callable[[list[EpochStats]], None] | None = None,
     description: str = "train",
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> list[EpochStats]:
     """Train every parameter of ``modules`` with Adam on the batches of ``source``.
 
@@ -107,11 +110,15 @@ def train(
             the same ``fingerprint_value``, training resumes after its epoch (on every rank).
         on_epoch: called with the history so far after each epoch (to write or log metrics);
             on rank 0 only.
+        precision: ``fp32``, or ``bf16`` (forward and loss under autocast, fp32 weights).
+        channels_last: NHWC weights and images.
 
     Returns:
         The statistics of every epoch, resumed ones included.
     """
     modules.to(device)
+    if channels_last:
+        modules.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = source.steps()
     total_steps = cfg.epochs * steps
@@ -155,9 +162,10 @@ def train(
             t0, total, seen = time.perf_counter(), 0.0, 0.0
             sums: dict[str, float] = {}
             for b, batch in enumerate(source.epoch(gen)):
-                batch = batch.to(device)
+                batch = batch.to(device, channels_last)
                 # 2) one optimisation step (on this rank's share of the global batch)
-                loss, parts = step(batch, (epoch * steps + b) / total_steps)
+                with autocast(device, precision):
+                    loss, parts = step(batch, (epoch * steps + b) / total_steps)
                 n = batch.images.shape[0]
                 opt.zero_grad(set_to_none=True)
                 (loss * distributed.shard_weight(n, batch.global_size)).backward()

@@ -149,3 +149,26 @@ def test_resume_restores_the_schedule(tmp_path: Path) -> None:
     )
     state = torch.load(ck, weights_only=False)
     assert state["scheduler"]["last_epoch"] == 3  # 24 images / batch 8 = 3 steps
+
+
+def test_bf16_autocast_trains_close_to_fp32_and_channels_last_like_nchw() -> None:
+    """The GPU settings, exercised on CPU: bf16 autocast learns what fp32 learns (within bf16's
+    precision), channels_last computes what NCHW computes (within float rounding)."""
+    from mentoring.evaluation import predict
+
+    images, targets = _data()
+    cfg = TrainParams(epochs=4, batch_size=8, lr=1e-2)
+    ref, bf16, nhwc = _model(), _model(), _model()
+    h_ref = _run(ref, images, targets, cfg, 3)
+    h_bf16 = _run(bf16, images, targets, cfg, 3, precision="bf16")
+    h_nhwc = _run(nhwc, images, targets, cfg, 3, channels_last=True)
+    assert h_bf16[-1].loss < h_bf16[0].loss  # it learns
+    assert h_bf16[-1].loss == pytest.approx(h_ref[-1].loss, rel=0.1)
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # fp32 master weights
+    assert h_nhwc[-1].loss == pytest.approx(h_ref[-1].loss, rel=1e-4)
+    p_ref = predict(ref, images, 8)
+    p_bf16 = predict(ref, images, 8, precision="bf16")
+    p_nhwc = predict(ref, images, 8, channels_last=True)
+    assert p_bf16.dtype.name == p_ref.dtype.name == "float32"
+    assert abs(p_bf16 - p_ref).max() < 0.05 and abs(p_bf16 - p_ref).max() > 0
+    assert abs(p_nhwc - p_ref).max() < 1e-5
