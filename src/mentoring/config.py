@@ -348,6 +348,7 @@ class EvaluateParams(_Section):
     n_examples: int = Field(8, ge=0)  # images per domain in the prediction overlay plot
     detect_threshold: float = Field(0.5, gt=0, lt=1)  # defect level: a detected area's threshold
     match_iou: float = Field(0.1, gt=0, le=1)  # defect level: cell IoU for a detection to match
+    num_workers: int = Field(0, ge=0)  # processes decoding images and masks (0 = the main one)
 
 
 class TrackingParams(_Section):

@@ -87,6 +87,86 @@ def _rle(cells: np.ndarray) -> dict[str, Any]:
     return rle
 
 
+class DefectAccumulator:
+    """Defect-level metrics over batches of (probabilities, masks), in bounded memory.
+
+    Keeps each image's ground-truth defects and detected areas as cell-resolution RLEs (what
+    COCOeval needs), never the images or their probabilities. Adding the batches of a set in
+    order gives exactly what the whole set gives (:func:`defect_metrics`).
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        stride: int,
+        min_coverage: float,
+        threshold: float = 0.5,
+        detect_threshold: float = 0.5,
+        match_iou: float = 0.1,
+    ) -> None:
+        self.classes = list(classes)
+        self.stride, self.min_coverage = stride, min_coverage
+        self.threshold, self.detect_threshold, self.match_iou = (
+            threshold,
+            detect_threshold,
+            match_iou,
+        )
+        self.n = 0
+        self.grid: tuple[int, int] | None = None
+        self.gts: list[dict[str, Any]] = []
+        self.dts: list[dict[str, Any]] = []
+
+    def add(self, probs: np.ndarray, masks: np.ndarray) -> None:
+        """One batch: (B, C, h, w) probabilities and (B, H, W) class-index masks."""
+        n, c, hc, wc = probs.shape
+        if c != len(self.classes):
+            raise ValueError(f"{c} output channels but {len(self.classes)} classes")
+        stride = self.stride
+        if masks.shape != (n, hc * stride, wc * stride):
+            raise ValueError(
+                f"masks {masks.shape} do not match probs {probs.shape} at stride {stride}"
+            )
+        if self.grid is None:
+            self.grid = (hc, wc)
+        elif self.grid != (hc, wc):
+            raise ValueError(f"a batch of grid {(hc, wc)} after batches of grid {self.grid}")
+        gts, dts = self.gts, self.dts
+        for j in range(n):
+            image_id = self.n + j + 1  # COCO ids from 1
+            for k, cells in mask_defects(masks[j], c, stride, self.min_coverage):
+                gts.append(
+                    {
+                        "id": len(gts) + 1,
+                        "image_id": image_id,
+                        "category_id": k + 1,
+                        "segmentation": _rle(cells),
+                        "area": float(cells.sum()),
+                        "iscrowd": 0,
+                    }
+                )
+            for area in extract_areas(
+                probs[j], self.classes, self.detect_threshold, 1, str(image_id - 1)
+            ):
+                cells = np.zeros((hc, wc), bool)
+                rows, cols = zip(*area.cells, strict=True)
+                cells[list(rows), list(cols)] = True
+                dts.append(
+                    {
+                        "id": len(dts) + 1,
+                        "image_id": image_id,
+                        "category_id": self.classes.index(area.cls) + 1,
+                        "segmentation": _rle(cells),
+                        "area": float(cells.sum()),
+                        "score": area.score,
+                    }
+                )
+        self.n += n
+
+    def result(self) -> dict[str, Any]:
+        """The metrics of :func:`defect_metrics`."""
+        return _coco_metrics(self)
+
+
 def defect_metrics(
     probs: np.ndarray,
     masks: np.ndarray,
@@ -105,42 +185,18 @@ def defect_metrics(
         ``n_defects_found``, ``n_false_alarms``, the settings, and ``per_class`` with each
         class's ``ap`` (None without defects), ``precision``, ``recall`` and ``n_defects``.
     """
-    n, c, hc, wc = probs.shape
-    if c != len(classes):
-        raise ValueError(f"{c} output channels but {len(classes)} classes")
-    if masks.shape != (n, hc * stride, wc * stride):
-        raise ValueError(f"masks {masks.shape} do not match probs {probs.shape} at stride {stride}")
-    # 1. the COCO-style ground truth and detections (ids from 1, as COCO expects)
+    acc = DefectAccumulator(classes, stride, min_coverage, threshold, detect_threshold, match_iou)
+    acc.add(probs, masks)
+    return acc.result()
+
+
+def _coco_metrics(acc: DefectAccumulator) -> dict[str, Any]:
+    n, c, classes = acc.n, len(acc.classes), acc.classes
+    hc, wc = acc.grid or (0, 0)
+    threshold, detect_threshold, match_iou = acc.threshold, acc.detect_threshold, acc.match_iou
+    gts, dts = acc.gts, acc.dts
     images = [{"id": i + 1, "height": hc, "width": wc} for i in range(n)]
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
-    gts: list[dict[str, Any]] = []
-    dts: list[dict[str, Any]] = []
-    for i in range(n):
-        for k, cells in mask_defects(masks[i], c, stride, min_coverage):
-            gts.append(
-                {
-                    "id": len(gts) + 1,
-                    "image_id": i + 1,
-                    "category_id": k + 1,
-                    "segmentation": _rle(cells),
-                    "area": float(cells.sum()),
-                    "iscrowd": 0,
-                }
-            )
-        for area in extract_areas(probs[i], classes, detect_threshold, 1, str(i)):
-            cells = np.zeros((hc, wc), bool)
-            rows, cols = zip(*area.cells, strict=True)
-            cells[list(rows), list(cols)] = True
-            dts.append(
-                {
-                    "id": len(dts) + 1,
-                    "image_id": i + 1,
-                    "category_id": classes.index(area.cls) + 1,
-                    "segmentation": _rle(cells),
-                    "area": float(cells.sum()),
-                    "score": area.score,
-                }
-            )
     # 2. COCOeval: one IoU threshold, every area, every detection
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         coco_gt, coco_dt = COCO(), COCO()

@@ -17,6 +17,7 @@ COCO AP), what a plant counts. :data:`LEVELS` names both; :func:`level` reads ei
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +30,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from mentoring.data.dataset import CellDataset, read_mask
 from mentoring.data.manifest import data_root, read_manifest, select
-from mentoring.detection import defect_metrics
+from mentoring.detection import DefectAccumulator
 from mentoring.io import write_with
 from mentoring.line.preview import CLASS_COLORS
 
@@ -93,6 +93,88 @@ def _ratio(num: int, den: int) -> float:
     return float(num / den) if den else 0.0
 
 
+class CellAccumulator:
+    """Cell-level metrics over batches of (probabilities, targets), in bounded memory.
+
+    Keeps what the metrics need and nothing of the images: per class the scores (float32) and
+    labels (bool) of its entries, for the exact AP, and counts for the rest. Adding the batches
+    of a set in order gives exactly what the whole set gives (:func:`area_metrics`).
+    """
+
+    def __init__(self, classes: tuple[str, ...], threshold: float = 0.5) -> None:
+        self.classes, self.threshold = tuple(classes), threshold
+        c = len(self.classes)
+        self._scores: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self._labels: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self.tp, self.n_pred, self.n_pos = (np.zeros(c, np.int64) for _ in range(3))
+        self.n_images = self.n_defective = self.n_flagged_healthy = self.n_escaped = 0
+
+    def add(self, probs: np.ndarray, targets: np.ndarray) -> None:
+        """One batch: (B, C, h, w) probabilities and {0, 1} targets."""
+        if probs.shape != targets.shape:
+            raise ValueError(f"probs {probs.shape} and targets {targets.shape} differ in shape")
+        n, c = probs.shape[:2]
+        if c != len(self.classes):
+            raise ValueError(f"{c} output channels but {len(self.classes)} classes")
+        p = probs.transpose(1, 0, 2, 3).reshape(c, -1).astype(np.float32, copy=False)
+        t = targets.transpose(1, 0, 2, 3).reshape(c, -1).astype(bool)
+        pred = p >= self.threshold
+        for k in range(c):
+            self._scores[k].append(p[k])
+            self._labels[k].append(t[k])
+        self.tp += (pred & t).sum(axis=1)
+        self.n_pred += pred.sum(axis=1)
+        self.n_pos += t.sum(axis=1)
+        flagged = (probs >= self.threshold).reshape(n, -1).any(axis=1)
+        defective = targets.reshape(n, -1).any(axis=1)
+        self.n_images += int(n)
+        self.n_defective += int(defective.sum())
+        self.n_flagged_healthy += int((flagged & ~defective).sum())
+        self.n_escaped += int((~flagged & defective).sum())
+
+    def class_entries(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, scores) of every entry of class ``k`` so far, in order."""
+        if not self._scores[k]:
+            return np.zeros(0, bool), np.zeros(0, np.float32)
+        return np.concatenate(self._labels[k]), np.concatenate(self._scores[k])
+
+    def result(self) -> dict[str, Any]:
+        """The metrics of :func:`area_metrics`."""
+        per_class: dict[str, dict[str, Any]] = {}
+        aps = []
+        for k, name in enumerate(self.classes):
+            n_pos = int(self.n_pos[k])
+            ap = None
+            if n_pos:
+                t, p = self.class_entries(k)
+                # scikit-learn's sum of precision steps can land a rounding error above 1
+                ap = min(float(average_precision_score(t, p)), 1.0)
+                aps.append(ap)
+            tp_k = int(self.tp[k])
+            per_class[name] = {
+                "ap": ap,
+                "n_positive": n_pos,
+                "precision": _ratio(tp_k, int(self.n_pred[k])),
+                "recall": _ratio(tp_k, n_pos),
+            }
+        tp, n_pred, n_pos_all = int(self.tp.sum()), int(self.n_pred.sum()), int(self.n_pos.sum())
+        n_healthy = self.n_images - self.n_defective
+        return {
+            "map": float(np.mean(aps)) if aps else 0.0,
+            "precision": _ratio(tp, n_pred),
+            "recall": _ratio(tp, n_pos_all),
+            "f1": _ratio(int(2 * tp), n_pred + n_pos_all),
+            "false_reject_rate": _ratio(self.n_flagged_healthy, n_healthy),
+            "escape_rate": _ratio(self.n_escaped, self.n_defective),
+            "n_images": int(self.n_images),
+            "n_defective_images": int(self.n_defective),
+            "n_positive_areas": n_pos_all,
+            "n_predicted_areas": n_pred,
+            "threshold": self.threshold,
+            "per_class": per_class,
+        }
+
+
 def area_metrics(
     probs: np.ndarray, targets: np.ndarray, classes: tuple[str, ...], threshold: float = 0.5
 ) -> dict[str, Any]:
@@ -103,62 +185,29 @@ def area_metrics(
         counts, and ``per_class`` with each class's ``ap`` (None without positives),
         ``precision``, ``recall`` and ``n_positive``.
     """
-    if probs.shape != targets.shape:
-        raise ValueError(f"probs {probs.shape} and targets {targets.shape} differ in shape")
-    n, c = probs.shape[:2]
-    if c != len(classes):
-        raise ValueError(f"{c} output channels but {len(classes)} classes")
-    p = probs.transpose(1, 0, 2, 3).reshape(c, -1)
-    t = targets.transpose(1, 0, 2, 3).reshape(c, -1).astype(bool)
-    pred = p >= threshold
-    per_class: dict[str, dict[str, Any]] = {}
-    aps = []
-    for k, name in enumerate(classes):
-        n_pos = int(t[k].sum())
-        # scikit-learn's sum of precision steps can land a rounding error above 1 (1 + 2e-16)
-        ap = min(float(average_precision_score(t[k], p[k])), 1.0) if n_pos else None
-        if ap is not None:
-            aps.append(ap)
-        tp_k = int((pred[k] & t[k]).sum())
-        per_class[name] = {
-            "ap": ap,
-            "n_positive": n_pos,
-            "precision": _ratio(tp_k, int(pred[k].sum())),
-            "recall": _ratio(tp_k, n_pos),
-        }
-    tp, n_pred, n_pos_all = int((pred & t).sum()), int(pred.sum()), int(t.sum())
-    precision, recall = _ratio(tp, n_pred), _ratio(tp, n_pos_all)
-    flagged = (probs >= threshold).reshape(n, -1).any(axis=1)
-    defective = targets.reshape(n, -1).any(axis=1)
-    return {
-        "map": float(np.mean(aps)) if aps else 0.0,
-        "precision": precision,
-        "recall": recall,
-        "f1": _ratio(int(2 * tp), n_pred + n_pos_all),
-        "false_reject_rate": _ratio(int((flagged & ~defective).sum()), int((~defective).sum())),
-        "escape_rate": _ratio(int((~flagged & defective).sum()), int(defective.sum())),
-        "n_images": int(n),
-        "n_defective_images": int(defective.sum()),
-        "n_positive_areas": n_pos_all,
-        "n_predicted_areas": n_pred,
-        "threshold": threshold,
-        "per_class": per_class,
-    }
+    acc = CellAccumulator(classes, threshold)
+    acc.add(probs, targets)
+    return acc.result()
 
 
 def plot_pr_curves(
     probs: np.ndarray, targets: np.ndarray, classes: tuple[str, ...], title: str, path: str | Path
 ) -> Path:
     """One precision-recall curve per class with positives, AP in the legend."""
-    c = len(classes)
-    p = probs.transpose(1, 0, 2, 3).reshape(c, -1)
-    t = targets.transpose(1, 0, 2, 3).reshape(c, -1).astype(bool)
+    acc = CellAccumulator(classes)
+    acc.add(probs, targets)
+    return plot_pr_curves_of(acc, title, path)
+
+
+def plot_pr_curves_of(acc: CellAccumulator, title: str, path: str | Path) -> Path:
+    """:func:`plot_pr_curves` from the entries an accumulator kept."""
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    for k, name in enumerate(classes):
-        if not t[k].any():
+    for k, name in enumerate(acc.classes):
+        t, p = acc.class_entries(k)
+        if not t.any():
             continue
-        prec, rec, _ = precision_recall_curve(t[k], p[k])
-        ap = average_precision_score(t[k], p[k])
+        prec, rec, _ = precision_recall_curve(t, p)
+        ap = average_precision_score(t, p)
         ax.step(rec, prec, where="post", color=CLASS_COLORS[k % 7], label=f"{name} (AP {ap:.2f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
@@ -240,20 +289,48 @@ def plot_predictions(
     return Path(path)
 
 
+class ExamplePicker:
+    """Images worth looking at, chosen while streaming: the first ``max(n // 3, 1)`` false
+    alarms (flagged, healthy), then as many escapes (defective, not flagged), then the first
+    hits, ``n`` in all. Keeps at most that many images, with their probabilities and targets.
+    """
+
+    def __init__(self, n: int, threshold: float) -> None:
+        self.n, self.threshold, self.k = n, threshold, max(n // 3, 1)
+        self._kept: dict[str, list[tuple[int, Any, np.ndarray, np.ndarray]]] = {
+            "fp": [],
+            "fn": [],
+            "hit": [],
+        }
+
+    def add(self, start: int, images: Any, probs: np.ndarray, targets: np.ndarray) -> None:
+        """One batch; ``start`` is the index of its first image (``images`` may be None)."""
+        if self.n <= 0:
+            return
+        flagged: list[bool] = np.any(
+            probs.reshape(len(probs), -1) >= self.threshold, axis=1
+        ).tolist()
+        defective: list[bool] = np.any(targets.reshape(len(targets), -1), axis=1).tolist()
+        limits = {"fp": self.k, "fn": self.k, "hit": self.n}
+        for j in range(len(probs)):
+            kind = "hit" if flagged[j] and defective[j] else "fp" if flagged[j] else "fn"
+            if not flagged[j] and not defective[j]:
+                continue
+            if len(self._kept[kind]) < limits[kind]:
+                image = None if images is None else images[j].copy()
+                self._kept[kind].append((start + j, image, probs[j].copy(), targets[j].copy()))
+
+    def picked(self) -> list[tuple[int, Any, np.ndarray, np.ndarray]]:
+        """(index, image, probabilities, targets) of the examples, in their order."""
+        order = self._kept["fp"][: self.k] + self._kept["fn"][: self.k] + self._kept["hit"]
+        return order[: max(self.n, 0)]
+
+
 def pick_examples(probs: np.ndarray, targets: np.ndarray, n: int, threshold: float) -> list[int]:
     """Indices of images worth looking at: errors first (FP then FN), then hits."""
-    flagged = (probs >= threshold).reshape(len(probs), -1).any(axis=1)
-    defective = targets.reshape(len(targets), -1).any(axis=1)
-    fp = np.flatnonzero(flagged & ~defective)
-    fn = np.flatnonzero(~flagged & defective)
-    hit = np.flatnonzero(flagged & defective)
-    k = max(n // 3, 1)
-    order = list(fp[:k]) + list(fn[:k]) + list(hit)
-    seen: list[int] = []
-    for i in order:
-        if int(i) not in seen:
-            seen.append(int(i))
-    return seen[:n]
+    picker = ExamplePicker(n, threshold)
+    picker.add(0, None, probs, targets)
+    return [i for i, *_ in picker.picked()]
 
 
 #: the evaluation set of each domain
@@ -284,39 +361,42 @@ def summary(domain_metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_masks(manifest: Path, domain: str, split: str, ids: list[str]) -> np.ndarray:
-    """(N, H, W) uint8 class-index masks of a (domain, split), in the order of ``ids``."""
-    df = select(read_manifest(manifest), domain, split).set_index("image_id")
-    root = data_root(manifest)
-    rows = df.loc[ids]
-    size = (int(rows["height"].iloc[0]), int(rows["width"].iloc[0]))
-    return np.stack([read_mask(root / str(p), size) for p in rows["mask_path"]])
+@dataclass
+class DomainScores:
+    """What evaluating one domain keeps: its metrics (both levels), the cell-level entries (for
+    the PR curves) and the example images (index, image, probabilities, targets)."""
+
+    metrics: dict[str, Any]
+    cells: CellAccumulator
+    examples: list[tuple[int, Any, np.ndarray, np.ndarray]]
+    ids: list[str]
 
 
 def score_domains(
-    params: Params, manifest: Path, model: torch.nn.Module, device: str = "cpu"
-) -> Iterator[tuple[str, CellDataset, np.ndarray, dict[str, Any]]]:
-    """Per evaluation domain: (domain, its data, the model's probabilities, its metrics).
+    params: Params,
+    manifest: Path,
+    model: torch.nn.Module,
+    device: str = "cpu",
+    n_examples: int = 0,
+) -> Iterator[tuple[str, DomainScores]]:
+    """Per evaluation domain: (domain, its scores), read and scored batch by batch.
 
-    The metrics are the cell level (:func:`area_metrics`) with the defect level
-    (:func:`~mentoring.detection.defect_metrics`) as their ``defect`` block.
+    The metrics are the cell level (:class:`CellAccumulator`, as :func:`area_metrics`) with the
+    defect level (:class:`~mentoring.detection.DefectAccumulator`) as their ``defect`` block.
+    Memory holds one batch of images, the entries' scores and labels, the defects and
+    detections, and ``n_examples`` images: not the evaluation set.
     """
+    from mentoring.data.cells import mask_to_cells
+    from mentoring.data.reader import labelled_batches
+
     classes, cfg = params.line.classes, params.evaluate
     stride, coverage = params.model.stride, params.line.cell_min_coverage
     for domain, split in EVAL_SPLITS:
-        data = CellDataset.from_manifest(manifest, domain, split, classes, stride, coverage)
-        probs = predict(
-            model,
-            data.split.images,
-            cfg.batch_size,
-            device,
-            params.base.precision,
-            params.base.channels_last,
-        )
-        m = area_metrics(probs, data.split.targets.numpy(), classes, cfg.threshold)
-        m["defect"] = defect_metrics(
-            probs,
-            load_masks(manifest, domain, split, data.split.ids),
+        df = select(read_manifest(manifest), domain, split)
+        if df.empty:
+            raise ValueError(f"{manifest}: no images of domain {domain!r}, split {split!r}")
+        cells = CellAccumulator(classes, cfg.threshold)
+        defects = DefectAccumulator(
             classes,
             stride,
             coverage,
@@ -324,4 +404,23 @@ def score_domains(
             detect_threshold=cfg.detect_threshold,
             match_iou=cfg.match_iou,
         )
-        yield domain, data, probs, m
+        picker = ExamplePicker(n_examples, cfg.threshold)
+        for start, images, masks in labelled_batches(
+            df, data_root(manifest), cfg.batch_size, cfg.num_workers
+        ):
+            probs = predict(
+                model,
+                images,
+                cfg.batch_size,
+                device,
+                params.base.precision,
+                params.base.channels_last,
+            )
+            m_np = masks.numpy()
+            targets = np.stack([mask_to_cells(m, len(classes), stride, coverage) for m in m_np])
+            cells.add(probs, targets)
+            defects.add(probs, m_np)
+            picker.add(start, images.numpy(), probs, targets)
+        metrics = cells.result()
+        metrics["defect"] = defects.result()
+        yield domain, DomainScores(metrics, cells, picker.picked(), list(df["image_id"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,11 +125,13 @@ def test_streamed_mining_equals_mining_the_pool_in_memory(
     from mentoring.evaluation import predict
     from mentoring.mining import extract_areas, make_heuristic, rank
     from mentoring.models.store import load_model
+    from mentoring.runtime import setup_torch
     from mentoring.stages import mine
 
     manifest = mined / "data/manifests/line.parquet"
     overrides = {"base.profile": "tiny", "mine.threshold": 0.01, "mine.heuristic": heuristic}
     p = load_params(mined / "params.yaml", {**overrides, "mine.batch_size": 5, "mine.budget": 20})
+    setup_torch(p.base)  # the stage's threads: a convolution's rounding may depend on them
     model, _ = load_model(mined / "models/baseline.pt")
     df = select(read_manifest(manifest), "new", "pool")
     probs = predict(model, load_images(df, data_root(manifest)), 5)
@@ -152,3 +155,51 @@ def test_streamed_mining_equals_mining_the_pool_in_memory(
         got.pop("created_at")
         outs.append(got)
     assert outs[0] == outs[1]
+
+
+def test_streamed_evaluation_equals_evaluating_the_sets_in_memory(
+    mined: Path, tmp_path: Path
+) -> None:
+    """The evaluate stage reads each set batch by batch (and in worker processes): its
+    metrics are those of the whole set scored as one tensor, exactly."""
+    from mentoring.config import load_params
+    from mentoring.data.dataset import CellDataset, read_mask
+    from mentoring.data.manifest import data_root, read_manifest, select
+    from mentoring.detection import defect_metrics
+    from mentoring.evaluation import area_metrics, predict
+    from mentoring.models.store import load_model
+    from mentoring.runtime import setup_torch
+    from mentoring.stages import evaluate
+
+    manifest = mined / "data/manifests/line.parquet"
+    p = load_params(mined / "params.yaml", {"base.profile": "tiny", "evaluate.n_examples": 4})
+    setup_torch(p.base)  # the stage's threads: a convolution's rounding may depend on them
+    model, _ = load_model(mined / "models/baseline.pt")
+
+    def in_memory(batch: int) -> dict[str, Any]:
+        """The whole set as one tensor, scored in batches of ``batch`` (the same batches as
+        the stream: a convolution's float rounding may depend on the batch size)."""
+        expected = {}
+        for domain in ("original", "new"):
+            data = CellDataset.from_manifest(manifest, domain, "eval", p.line.classes, 8, 0.06)
+            probs = predict(model, data.split.images, batch)
+            m = area_metrics(probs, data.split.targets.numpy(), p.line.classes)
+            df = select(read_manifest(manifest), domain, "eval")
+            masks = np.stack(
+                [read_mask(data_root(manifest) / str(x), (128, 128)) for x in df["mask_path"]]
+            )
+            m["defect"] = defect_metrics(probs, masks, p.line.classes, 8, 0.06)
+            expected[domain] = m
+        return expected
+
+    for batch, workers in ((5, 0), (3, 2)):
+        q = load_params(
+            mined / "params.yaml",
+            {"base.profile": "tiny", "evaluate.n_examples": 4, "evaluate.batch_size": batch,
+             "evaluate.num_workers": workers},
+        )  # fmt: skip
+        out = tmp_path / f"eval-{batch}-{workers}"
+        got = evaluate.run(q, manifest, mined / "models/baseline.pt", out, "baseline", track=False)
+        assert got["domains"] == in_memory(batch), (batch, workers)
+        assert (out / "plots/predictions_new.png").stat().st_size > 5_000
+        assert (out / "plots/pr_original.png").stat().st_size > 5_000

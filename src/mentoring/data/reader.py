@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mentoring.data.dataset import read_image
+from mentoring.data.dataset import ImageError, read_image, read_mask
 
 
 class ManifestImages(Dataset[torch.Tensor]):
@@ -37,6 +37,41 @@ class ManifestImages(Dataset[torch.Tensor]):
         return torch.from_numpy(
             np.ascontiguousarray(read_image(self.paths[i], self.channels, self.size))
         )
+
+
+class ManifestImagesMasks(ManifestImages):
+    """The images of manifest rows ``df`` with their class-index masks, decoded on access."""
+
+    def __init__(self, df: pd.DataFrame, root: Path) -> None:
+        super().__init__(df, root)
+        unlabelled = df.loc[df["mask_path"].astype(str) == "", "image_id"].tolist()
+        if unlabelled:
+            raise ImageError(
+                f"{len(unlabelled)} image(s) have no mask (ingested unlabelled), e.g. "
+                f"{unlabelled[:3]}: their ground truth is needed to evaluate them"
+            )
+        self.masks = [root / p for p in df["mask_path"].astype(str)]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        return super().__getitem__(i), torch.from_numpy(read_mask(self.masks[i], self.size))
+
+
+def labelled_batches(
+    df: pd.DataFrame, root: Path, batch_size: int, workers: int = 0
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(start, images, masks)`` per batch, in the rows' order: (B, C, H, W) uint8 images and
+    (B, H, W) uint8 class-index masks (:func:`image_batches` with the masks)."""
+    loader = DataLoader(
+        ManifestImagesMasks(df, root),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+    )
+    start = 0
+    for images, masks in loader:
+        yield start, images, masks
+        start += images.shape[0]
 
 
 def image_batches(

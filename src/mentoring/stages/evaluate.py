@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mentoring.config import Params
 from mentoring.evaluation import (
-    pick_examples,
     plot_levels,
-    plot_pr_curves,
+    plot_pr_curves_of,
     plot_predictions,
     score_domains,
     summary,
@@ -51,25 +52,23 @@ def run(
         )
     cfg = params.evaluate
     metrics: dict[str, Any] = {"model": name, "domains": {}}
-    for domain, data, probs, m in score_domains(params, manifest, model, device):
-        targets = data.split.targets.numpy()
+    for domain, scores in score_domains(params, manifest, model, device, cfg.n_examples):
+        m = scores.metrics
         metrics["domains"][domain] = m
-        plot_pr_curves(
-            probs,
-            targets,
-            classes,
+        plot_pr_curves_of(
+            scores.cells,
             f"{name} · {domain} domain · cell mAP {m['map']:.3f} "
             f"(defect mAP {m['defect']['map']:.3f})",
             results_dir / "plots" / f"pr_{domain}.png",
         )
-        if cfg.n_examples:
-            idx = pick_examples(probs, targets, cfg.n_examples, cfg.threshold)
+        if cfg.n_examples and scores.examples:
+            idx, images, probs, targets = zip(*scores.examples, strict=True)
             plot_predictions(
-                data.split.images.numpy()[idx],
-                probs[idx],
-                targets[idx],
+                np.stack(images),
+                np.stack(probs),
+                np.stack(targets),
                 classes,
-                [data.split.ids[i] for i in idx],
+                [scores.ids[i] for i in idx],
                 cfg.threshold,
                 f"{name} · {domain} domain",
                 results_dir / "plots" / f"predictions_{domain}.png",

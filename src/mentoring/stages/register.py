@@ -278,8 +278,8 @@ def _score(
         )
     return {
         "domains": {
-            domain: summary(m)
-            for domain, _, _, m in score_domains(params, manifest, model.to(device), device)
+            domain: summary(scores.metrics)
+            for domain, scores in score_domains(params, manifest, model.to(device), device)
         }
     }
 
