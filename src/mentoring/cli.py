@@ -722,11 +722,10 @@ experiment_app = typer.Typer(help="Experiments (the paper's Table 1).", no_args_
 app.add_typer(experiment_app, name="experiment")
 
 
-def _experiment_seeds(
-    p: Params, data: Path, workdir: Path, seeds: int, rows: Any, noise: bool = False
+def _over_seeds(
+    p: Params, data: Path, seeds: int, run: Callable[[Params, Path], dict[str, Any]]
 ) -> tuple[Path, dict[int, dict[str, Any]]]:
-    """Generate the line if missing, then run every row for ``seeds`` seeds."""
-    from mentoring.experiments.rows import run_seed
+    """Generate the line if missing, then ``run(params, manifest)`` for ``seeds`` seeds."""
     from mentoring.stages import line
 
     manifest = spec.relocate("line", "manifest", "data", data)
@@ -735,16 +734,34 @@ def _experiment_seeds(
     per_seed = {}
     for k in range(seeds):
         ps = p.model_copy(update={"base": p.base.model_copy(update={"seed": p.base.seed + k})})
-        per_seed[ps.base.seed] = run_seed(
+        per_seed[ps.base.seed] = run(ps, manifest)
+    return manifest, per_seed
+
+
+def _experiment_log(msg: str) -> None:
+    console.print(escape(msg))
+
+
+def _experiment_seeds(
+    p: Params, data: Path, workdir: Path, seeds: int, rows: Any, noise: bool = False
+) -> tuple[Path, dict[int, dict[str, Any]]]:
+    """Generate the line if missing, then run every row for ``seeds`` seeds."""
+    from mentoring.experiments.rows import run_seed
+
+    return _over_seeds(
+        p,
+        data,
+        seeds,
+        lambda ps, manifest: run_seed(
             ps,
             manifest,
             workdir,
             rows,
-            log=lambda msg: console.print(escape(msg)),
+            log=_experiment_log,
             show_progress=sys.stderr.isatty(),
             noise=noise,
-        )
-    return manifest, per_seed
+        ),
+    )
 
 
 def _row_labels(rows: Any) -> dict[str, str]:
@@ -757,6 +774,10 @@ def _row_labels(rows: Any) -> dict[str, str]:
 
 
 SeedsOpt = Annotated[int, typer.Option(help="Number of seeds (base.seed, base.seed + 1, ...).")]
+WorkdirOpt = Annotated[
+    Path, typer.Option(help="Models and per-row results, per seed (shared checkpoints resume).")
+]
+EXPERIMENT_WORK = Path("results/experiments/work")
 DataOpt = Annotated[Path, typer.Option(help="Data root (the line is generated if missing).")]
 
 
@@ -853,9 +874,7 @@ def rows_cmd(
         bool, typer.Option(help="Measure each row's label noise against the hidden truth.")
     ] = True,
     data: DataOpt = spec.default("line", "data"),
-    workdir: Annotated[
-        Path, typer.Option(help="Models and per-row results (shared checkpoints resume).")
-    ] = Path("results/experiments/work"),
+    workdir: WorkdirOpt = EXPERIMENT_WORK,
     out_dir: Annotated[Path, typer.Option("--out", help="rows.json, rows.md, plots.")] = Path(
         "results/experiments/rows"
     ),
@@ -897,9 +916,7 @@ def rounds_cmd(
     strategy: Annotated[str, typer.Option(help="Strategy of every round.")] = "transfer+omnia",
     seeds: SeedsOpt = 3,
     data: DataOpt = spec.default("line", "data"),
-    workdir: Annotated[
-        Path, typer.Option(help="Models and per-round results (shared checkpoints resume).")
-    ] = Path("results/experiments/work"),
+    workdir: WorkdirOpt = EXPERIMENT_WORK,
     out_dir: Annotated[Path, typer.Option("--out", help="rounds.json, rounds.md, plots.")] = Path(
         "results/experiments/rounds"
     ),
@@ -909,28 +926,26 @@ def rounds_cmd(
     from mentoring.config import parse_strategy
     from mentoring.experiments.rounds import run_rounds
     from mentoring.reporting import report_rounds
-    from mentoring.stages import line
 
     p = _params(params, set_)
     try:
         parse_strategy(strategy)
     except ValueError as exc:
         raise ConfigError(f"--strategy: {exc}") from None
-    manifest = spec.relocate("line", "manifest", "data", data)
-    if not manifest.exists():
-        line.run(p, data, spec.default("line", "results"))
-    per_seed = {}
-    for k in range(seeds):
-        ps = p.model_copy(update={"base": p.base.model_copy(update={"seed": p.base.seed + k})})
-        per_seed[ps.base.seed] = run_rounds(
+    _, per_seed = _over_seeds(
+        p,
+        data,
+        seeds,
+        lambda ps, manifest: run_rounds(
             ps,
             manifest,
             workdir,
             strategy,
             rounds,
-            log=lambda msg: console.print(escape(msg)),
+            log=_experiment_log,
             show_progress=sys.stderr.isatty(),
-        )
+        ),
+    )
     report_rounds(per_seed, out_dir)
     _written(out_dir, "rounds")
 
@@ -947,9 +962,7 @@ def efficiency_cmd(
     strategy: Annotated[str, typer.Option(help="Strategy trained on each.")] = "transfer+omnia",
     seeds: SeedsOpt = 3,
     data: DataOpt = spec.default("line", "data"),
-    workdir: Annotated[
-        Path, typer.Option(help="Models and per-row results (shared checkpoints resume).")
-    ] = Path("results/experiments/work"),
+    workdir: WorkdirOpt = EXPERIMENT_WORK,
     out_dir: Annotated[
         Path, typer.Option("--out", help="efficiency.json, efficiency.md, plots.")
     ] = Path("results/experiments/efficiency"),
@@ -986,9 +999,7 @@ def budget_cmd(
     epochs: Annotated[str, typer.Option(help="Epoch budgets, comma-separated.")] = "8,16,32,64",
     seeds: SeedsOpt = 3,
     data: DataOpt = spec.default("line", "data"),
-    workdir: Annotated[
-        Path, typer.Option(help="Models and per-row results (shared checkpoints resume).")
-    ] = Path("results/experiments/work"),
+    workdir: WorkdirOpt = EXPERIMENT_WORK,
     out_dir: Annotated[Path, typer.Option("--out", help="budget.json, budget.md, plots.")] = Path(
         "results/experiments/budget"
     ),

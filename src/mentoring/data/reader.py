@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,15 +62,8 @@ def labelled_batches(
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """``(start, images, masks)`` per batch, in the rows' order: (B, C, H, W) uint8 images and
     (B, H, W) uint8 class-index masks (:func:`image_batches` with the masks)."""
-    loader = DataLoader(
-        ManifestImagesMasks(df, root),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        prefetch_factor=2 if workers else None,
-    )
     start = 0
-    for images, masks in loader:
+    for images, masks in _loader(ManifestImagesMasks(df, root), batch_size, workers):
         yield start, images, masks
         start += images.shape[0]
 
@@ -79,14 +73,18 @@ def image_batches(
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """``(start, images)`` per batch, in the rows' order: ``images`` is (B, C, H, W) uint8 and
     its first image is row ``start``. ``workers`` > 0 decodes in that many processes."""
-    loader = DataLoader(
-        ManifestImages(df, root),
+    start = 0
+    for images in _loader(ManifestImages(df, root), batch_size, workers):
+        yield start, images
+        start += images.shape[0]
+
+
+def _loader(dataset: Dataset[Any], batch_size: int, workers: int) -> DataLoader[Any]:
+    """Batches in order; ``workers`` > 0 decode in that many processes, 2 batches ahead each."""
+    return DataLoader(
+        dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
         prefetch_factor=2 if workers else None,
     )
-    start = 0
-    for images in loader:
-        yield start, images
-        start += images.shape[0]

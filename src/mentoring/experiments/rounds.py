@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
-from mentoring.experiments.rows import seed_dir
+from mentoring.experiments.rows import seed_baseline, seed_dir
 
 
 def verdicts(mentor_metrics: dict[str, Any]) -> int:
@@ -52,23 +52,11 @@ def run_rounds(
     from mentoring.feedback.schema import dump, read_tasks
     from mentoring.io import write_bytes
     from mentoring.registry import decide
-    from mentoring.stages import evaluate, mentor, mine, train, train_baseline
+    from mentoring.stages import evaluate, mentor, mine, train
     from mentoring.stages.register import maps
 
     d = seed_dir(workdir, params.base.seed)
-    baseline = d / "models/baseline.pt"
-    train_baseline.run(
-        params,
-        manifest,
-        baseline,
-        d / "train/baseline",
-        checkpoint=d / "checkpoints/baseline.pt",
-        show_progress=show_progress,
-        track=False,
-    )
-    champion_eval = evaluate.run(
-        params, manifest, baseline, d / "eval/baseline", "baseline", track=False
-    )
+    baseline, champion_eval = seed_baseline(params, manifest, d, show_progress)
     level = params.promotion.gate_level
     budget = params.mine.budget
     unbudgeted = params.model_copy(update={"mine": params.mine.model_copy(update={"budget": None})})

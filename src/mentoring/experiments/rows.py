@@ -151,6 +151,27 @@ def row_label_noise(
     return label_noise(new.targets.numpy(), new.annotated.numpy(), t)
 
 
+def seed_baseline(
+    params: Params, manifest: Path, d: Path, show_progress: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """The seed's baseline (trained once, resumed from its checkpoint) and its evaluation."""
+    from mentoring.stages import evaluate, train_baseline
+
+    baseline = d / "models/baseline.pt"
+    train_baseline.run(
+        params,
+        manifest,
+        baseline,
+        d / "train/baseline",
+        checkpoint=d / "checkpoints/baseline.pt",
+        show_progress=show_progress,
+        track=False,  # an experiment of its own: its results are the report's files
+    )
+    return baseline, evaluate.run(
+        params, manifest, baseline, d / "eval/baseline", "baseline", track=False
+    )
+
+
 def run_seed(
     params: Params,
     manifest: Path,
@@ -168,25 +189,12 @@ def run_seed(
     its key) and, with ``noise``,
     ``label_noise`` (row -> label noise by kind).
     """
-    from mentoring.stages import evaluate, mentor, mine, train, train_baseline
+    from mentoring.stages import evaluate, mentor, mine, train
 
     rows = check_rows(rows if rows is not None else strategy_rows(params))
     d = seed_dir(workdir, params.base.seed)
-    baseline = d / "models/baseline.pt"
-    train_baseline.run(
-        params,
-        manifest,
-        baseline,
-        d / "train/baseline",
-        checkpoint=d / "checkpoints/baseline.pt",
-        show_progress=show_progress,
-        track=False,  # an experiment of its own: its results are the report's files
-    )
-    evals = {
-        "baseline": evaluate.run(
-            params, manifest, baseline, d / "eval/baseline", "baseline", track=False
-        )
-    }
+    baseline, baseline_eval = seed_baseline(params, manifest, d, show_progress)
+    evals = {"baseline": baseline_eval}
     log(f"seed {params.base.seed}: baseline done")
     out: dict[str, Any] = {
         "evaluations": evals,
