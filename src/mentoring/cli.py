@@ -718,7 +718,10 @@ def registry_rollback(
     out.print(f"{reg.name}: champion v{demoted or '-'} -> v{restored} (rolled back)")
 
 
-experiment_app = typer.Typer(help="Experiments (the paper's Table 1).", no_args_is_help=True)
+experiment_app = typer.Typer(
+    help="Experiments over seeds: Table 1, rows, rounds, label efficiency, epoch budget.",
+    no_args_is_help=True,
+)
 app.add_typer(experiment_app, name="experiment")
 
 
