@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "mentoring")
 FAST = [
@@ -153,6 +155,7 @@ def test_experiment_rounds_tiny(tmp_path: Path) -> None:
     assert (out / "plots/rounds.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow  # about 2 minutes: run by .ci/run after `make test`
 def test_experiment_efficiency_and_budget_tiny(tmp_path: Path) -> None:
     _run(tmp_path, "efficiency", "--heuristics", "detections,random", "--budgets", "4,8",
          "--strategy", "transfer")  # fmt: skip
@@ -170,6 +173,7 @@ def test_experiment_efficiency_and_budget_tiny(tmp_path: Path) -> None:
     assert (out / "plots/budget.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow  # about 1.5 minutes: run by .ci/run after `make test`
 def test_table1_round2_row_tiny(tmp_path: Path) -> None:
     _run(tmp_path, "table1", "--round2", "transfer", "-S", "mine.budget=4",
          "-S", "promotion.min_gain=0", "-S", "promotion.max_original_drop=1", seeds=1)  # fmt: skip
