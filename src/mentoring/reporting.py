@@ -239,6 +239,13 @@ def markdown(result: dict[str, Any]) -> str:
 FIXES = ("transfer", "scratch+omnia", "scratch+healthy", "scratch+dann")
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Lay out, write atomically as PNG (110 dpi) and close a figure."""
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def results_checks(result: dict[str, Any], level: str = "defect") -> list[dict[str, Any]]:
     """The issue's results checks at ``level``, each met or not with the measured numbers
     (means over seeds); never forced: a check without its rows is reported as not run."""
@@ -347,9 +354,7 @@ def plot_variants(result: dict[str, Any], path: Path) -> None:
         ax.set(ylim=(0, 1.05), ylabel=f"score, {lvl}")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.15), frameon=False)
-    fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    _save(fig, path)
 
 
 @torch.no_grad()
@@ -578,9 +583,7 @@ def plot_domain_accuracy(
     ax.set(xlabel="epoch", ylabel="domain accuracy", ylim=(0.3, 1.0))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    _save(fig, path)
 
 
 def report_rows(
@@ -694,9 +697,7 @@ def report_rounds(per_seed: dict[int, dict[str, Any]], out: Path) -> dict[str, A
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_with(out / "plots" / "rounds.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    _save(fig, out / "plots" / "rounds.png")
     return result
 
 
@@ -771,11 +772,7 @@ def report_efficiency(
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_with(
-        out / "plots" / "efficiency.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png")
-    )
-    plt.close(fig)
+    _save(fig, out / "plots" / "efficiency.png")
     return result
 
 
@@ -834,7 +831,5 @@ def report_budget(
         ax.set_xticks(epochs, [str(e) for e in epochs])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_with(out / "plots" / "budget.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    _save(fig, out / "plots" / "budget.png")
     return result
