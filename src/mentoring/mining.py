@@ -65,8 +65,10 @@ def extract_areas(
     areas: list[Area] = []
     for k in range(c):
         labels, n = ndimage.label(probs[k] >= t[k], structure=_EIGHT)
-        for lab in range(1, n + 1):
-            rows, cols = np.nonzero(labels == lab)
+        # each area's cells within its bounding slices only (not a pass over the grid per area)
+        for lab, (sr, sc) in enumerate(ndimage.find_objects(labels), start=1):
+            r, q = np.nonzero(labels[sr, sc] == lab)
+            rows, cols = r + sr.start, q + sc.start
             cells = tuple((int(r), int(q)) for r, q in zip(rows, cols, strict=True))
             bbox = (
                 int(cols.min()) * stride,

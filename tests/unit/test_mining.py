@@ -213,3 +213,34 @@ def test_random_picks_a_seeded_sample_of_any_images() -> None:
     )
     assert picks & set(range(20)) and picks & set(range(20, 40))
     assert len(mine(probs, Random(), ids=ids)) == 40  # no budget: every image
+
+
+def test_extraction_matches_a_whole_grid_pass_per_area_on_random_maps() -> None:
+    """The per-slice extraction gives the areas a plain per-label pass over the grid gives:
+    same ids, cells in row-major order, boxes and scores (interleaved, touching, nested areas)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p = rng.random((2, 16, 16)).astype(np.float32)
+        got = extract_areas(p, CLASSES, [0.6, 0.4], stride=8, image_id="img")
+        want = []
+        for k, t in enumerate((0.6, 0.4)):
+            labels, n = ndimage.label(p[k] >= t, structure=np.ones((3, 3), bool))
+            for lab in range(1, n + 1):
+                rows, cols = np.nonzero(labels == lab)
+                want.append(
+                    (
+                        f"img/{CLASSES[k]}/{lab - 1}",
+                        list(zip(rows.tolist(), cols.tolist(), strict=True)),
+                        (
+                            cols.min() * 8,
+                            rows.min() * 8,
+                            (cols.max() + 1) * 8,
+                            (rows.max() + 1) * 8,
+                        ),
+                        float(p[k][rows, cols].max()),
+                    )
+                )
+        assert [(a.area_id, list(a.cells), a.bbox, a.score) for a in got] == want
+        assert len(want) > 3  # the maps do have several areas per class

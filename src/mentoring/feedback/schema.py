@@ -37,6 +37,7 @@ that predate it; any front end (Label Studio, the web interface) writes the same
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -170,3 +171,31 @@ def read_feedback(path: str | Path) -> FeedbackFile:
 def dump(model: BaseModel) -> str:
     """Canonical JSON text of a schema object (aliases, sorted keys)."""
     return json.dumps(model.model_dump(mode="json", by_alias=True), indent=1, sort_keys=True)
+
+
+def write_tasks(path: str | Path, header: MiningTasks, images: Iterable[TaskImage]) -> None:
+    """Write a ``tasks.json`` image by image, atomically: the same bytes as
+    ``dump(header.model_copy(update={"images": list(images)}))`` without holding every image.
+
+    ``header`` carries everything but the images (its own ``images`` are ignored); ``images``
+    may be a generator, each image is serialised and written as it comes.
+    """
+    from mentoring.io import atomic_path
+
+    head = dump(header.model_copy(update={"images": []}))
+    marker = '\n "images": [],\n'
+    if head.count(marker) != 1:  # pragma: no cover - the layout of dump() changed
+        raise AssertionError("tasks.json layout: cannot find the images list to stream")
+    before, after = head.split(marker)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(before + '\n "images": [')
+        first = True
+        for image in images:
+            item = json.dumps(
+                image.model_dump(mode="json", by_alias=True), indent=1, sort_keys=True
+            )
+            # an item of the list at depth 2: every line indented two more spaces
+            f.write(("\n" if first else ",\n") + "\n".join("  " + ln for ln in item.split("\n")))
+            first = False
+        f.write("],\n" if first else "\n ],\n")
+        f.write(after)

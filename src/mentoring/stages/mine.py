@@ -7,9 +7,12 @@ masks) and the model; writes ``tasks.json`` (schema: :mod:`mentoring.feedback.sc
 
 from __future__ import annotations
 
+import pickle
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -17,8 +20,8 @@ from mentoring.config import Params
 from mentoring.data.images import Mapping
 from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.evaluation import stream_predictions
-from mentoring.feedback.schema import MiningTasks, TaskArea, TaskImage, dump
-from mentoring.io import write_bytes, write_json
+from mentoring.feedback.schema import MiningTasks, TaskArea, TaskImage, write_tasks
+from mentoring.io import write_json
 from mentoring.mining import Area, extract_areas, make_heuristic, rank
 from mentoring.registry import open_model
 from mentoring.runtime import progress_bar, setup_torch
@@ -38,8 +41,9 @@ def run(
     """Score the pool with the model, pick the images of interest, write their detected areas.
 
     The pool is read in batches of ``mine.batch_size`` (decoded in ``mine.num_workers``
-    processes), so memory does not grow with its size beyond one score per image and the areas
-    of the images of interest.
+    processes); the areas of the images of interest are spilled to a temporary file beside
+    ``tasks_out`` and the tasks are written image by image, so memory does not grow with the pool
+    beyond a score and a file offset per image (and the manifest's rows).
     """
     device = setup_torch(params.base)
     cfg = params.mine
@@ -48,83 +52,114 @@ def run(
     if df.empty:
         raise ValueError(f"{manifest}: no images of domain {domain!r}, split {split!r} to mine")
     heuristic = make_heuristic(cfg.heuristic, cfg.threshold, cfg.margin)
-    ids, paths = list(df["image_id"]), list(df["path"])
-    # stream the pool: per batch, keep each image's score and the areas of the images of
-    # interest (score > 0), never the images nor the probabilities of the whole pool
+    ids = list(df["image_id"])
+    # stream the pool: per batch, keep each image's score; the areas of the images of interest
+    # (score > 0) go to a spill file beside the tasks, never the images nor the probabilities
     scores = np.zeros(len(ids), np.float64)
-    areas_of: dict[int, list[Area]] = {}
-    batches = stream_predictions(
-        model,
-        df,
-        data_root(manifest),
-        cfg.batch_size,
-        device,
-        cfg.num_workers,
-        params.base.precision,
-        params.base.channels_last,
-    )
-    with progress_bar(show_progress, "mine", len(ids)) as advance:
-        for start, probs in batches:
-            s = heuristic.score(probs)  # once: for the ranking and the tasks' scores
-            scores[start : start + len(s)] = s
-            for j in np.flatnonzero(s > 0):
-                i = start + int(j)
-                areas_of[i] = extract_areas(
-                    probs[j], classes, cfg.threshold, params.model.stride, ids[i]
-                )
-            advance(len(s))
-    grid = (int(probs.shape[2]), int(probs.shape[3]))
-    picked = rank(scores, cfg.budget, params.base.seed, ids)
-    rows = df.reset_index(drop=True)
-    task_images = []
-    for i in picked:
-        areas = areas_of[int(i)]
-        row = rows.iloc[i]
-        mapping = Mapping.from_json(str(row["mapping"]), int(row["width"]), int(row["height"]))
-        ingested = bool(row["mapping"])
-        task_images.append(
-            TaskImage(
-                image_id=ids[i],
-                path=paths[i],
-                score=float(scores[i]),
-                areas=[
-                    TaskArea(
-                        area_id=a.area_id,
-                        cls=a.cls,
-                        cells=list(a.cells),
-                        bbox=a.bbox,
-                        score=a.score,
-                        orig_bbox=mapping.to_original(a.bbox) if ingested else None,
-                    )
-                    for a in areas
-                ],
-                orig_size=(mapping.orig_width, mapping.orig_height) if ingested else None,
-                source_uri=str(row["source_uri"]),
-            )
+    tasks_out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=tasks_out.parent, prefix=".mine-areas.") as spill_file:
+        spill = _AreaSpill(spill_file, len(ids))
+        batches = stream_predictions(
+            model,
+            df,
+            data_root(manifest),
+            cfg.batch_size,
+            device,
+            cfg.num_workers,
+            params.base.precision,
+            params.base.channels_last,
         )
-    tasks = MiningTasks(
-        model=ref,
-        heuristic=cfg.heuristic,
-        threshold=cfg.threshold,
-        stride=params.model.stride,
-        grid=grid,
-        classes=list(classes),
-        created_at=datetime.now(UTC).replace(microsecond=0),
-        images=task_images,
-    )
-    write_bytes(tasks_out, dump(tasks).encode())
-    n_areas = sum(len(t.areas) for t in task_images)
-    per_class = {c: sum(a.cls == c for t in task_images for a in t.areas) for c in classes}
+        grid = (0, 0)
+        with progress_bar(show_progress, "mine", len(ids)) as advance:
+            for start, probs in batches:
+                s = heuristic.score(probs)  # once: for the ranking and the tasks' scores
+                scores[start : start + len(s)] = s
+                for j in np.flatnonzero(s > 0):
+                    i = start + int(j)
+                    spill.put(
+                        i,
+                        extract_areas(
+                            probs[j], classes, cfg.threshold, params.model.stride, ids[i]
+                        ),
+                    )
+                grid = (int(probs.shape[2]), int(probs.shape[3]))
+                advance(len(s))
+        picked = rank(scores, cfg.budget, params.base.seed, ids)
+        header = MiningTasks(
+            model=ref,
+            heuristic=cfg.heuristic,
+            threshold=cfg.threshold,
+            stride=params.model.stride,
+            grid=grid,
+            classes=list(classes),
+            created_at=datetime.now(UTC).replace(microsecond=0),
+            images=[],
+        )
+        per_class = dict.fromkeys(classes, 0)
+        # the picked images are serialised one by one, their areas read back from the spill
+        write_tasks(tasks_out, header, _task_images(df, picked, scores, spill, per_class))
+    n_areas = sum(per_class.values())
     metrics = {
         "n_pool": len(ids),
-        "n_mined": len(task_images),
+        "n_mined": len(picked),
         "n_areas": n_areas,
-        "mined_fraction": len(task_images) / len(ids),
+        "mined_fraction": len(picked) / len(ids),
         "areas_per_class": per_class,
         "heuristic": cfg.heuristic,
     }
     write_json(results_dir / "metrics.json", metrics)
     return metrics
+
+
+class _AreaSpill:
+    """The detected areas of the images of interest, pickled to a temporary file as they come:
+    memory keeps one file offset per pool image, whatever the number of areas."""
+
+    def __init__(self, file: IO[bytes], n: int) -> None:
+        self.file = file
+        self.offset = np.full(n, -1, np.int64)
+
+    def put(self, i: int, areas: list[Area]) -> None:
+        self.file.seek(0, 2)
+        self.offset[i] = self.file.tell()
+        pickle.dump(areas, self.file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def get(self, i: int) -> list[Area]:
+        self.file.seek(int(self.offset[i]))
+        areas: list[Area] = pickle.load(self.file)  # our own spill file of this run
+        return areas
+
+
+def _task_images(
+    df: Any, picked: np.ndarray, scores: np.ndarray, spill: _AreaSpill, per_class: dict[str, int]
+) -> Iterator[TaskImage]:
+    """The task of each picked image in rank order; counts its areas per class on the way."""
+    rows = df.reset_index(drop=True)
+    for i in picked:
+        row = rows.iloc[int(i)]
+        areas = spill.get(int(i))
+        mapping = Mapping.from_json(str(row["mapping"]), int(row["width"]), int(row["height"]))
+        ingested = bool(row["mapping"])
+        for a in areas:
+            per_class[a.cls] += 1
+        yield TaskImage(
+            image_id=str(row["image_id"]),
+            path=str(row["path"]),
+            score=float(scores[i]),
+            areas=[
+                TaskArea(
+                    area_id=a.area_id,
+                    cls=a.cls,
+                    cells=list(a.cells),
+                    bbox=a.bbox,
+                    score=a.score,
+                    orig_bbox=mapping.to_original(a.bbox) if ingested else None,
+                )
+                for a in areas
+            ],
+            orig_size=(mapping.orig_width, mapping.orig_height) if ingested else None,
+            source_uri=str(row["source_uri"]),
+        )
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from mentoring.feedback.schema import (
     dump,
     read_feedback,
     read_tasks,
+    write_tasks,
 )
 from tests.factories import area, make_tasks
 
@@ -138,3 +139,20 @@ def test_wrong_schema_version_is_rejected(tmp_path: Path) -> None:
     data["schema_version"] = 2
     with pytest.raises(FeedbackError, match="schema_version"):
         read_feedback(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize("n_images", [0, 1, 3])
+def test_streamed_tasks_are_the_bytes_of_dump(tmp_path: Path, n_images: int) -> None:
+    """write_tasks (image by image, from a generator) writes exactly dump()'s bytes."""
+    images = {
+        f"img-{k}": [
+            area(f"img-{k}/stain/{j}", "stain", [(j, 1), (j, 2)], bbox=(8, 8 * j, 24, 8 * j + 8))
+            for j in range(k + 1)
+        ]
+        for k in range(n_images)
+    }
+    tasks = make_tasks(images, paths={i: f"line/{i}.png" for i in images})
+    out = tmp_path / "tasks.json"
+    write_tasks(out, tasks.model_copy(update={"images": []}), (im for im in tasks.images))
+    assert out.read_text() == dump(tasks)
+    assert read_tasks(out) == tasks
