@@ -41,6 +41,9 @@ class BaseParams(_Section):
     # weights and losses); fp32 everywhere else. fp32 keeps CPU runs bit-exact
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False  # NHWC tensors and weights (faster convolutions on GPUs)
+    # a training set whose decoded images take at most this many MiB is decoded once and kept
+    # in memory; a larger one is read from the image store batch by batch (same batches)
+    train_cache_mib: float = Field(4096, ge=0)
 
 
 class SplitSizes(_Section):
@@ -257,7 +260,8 @@ class TrainParams(_Section):
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: 1-epoch warm-up, decay to 1%
     weight_decay: float = Field(0.0, ge=0)  # Adam L2 penalty
     augment: bool = True  # random flips and 90-degree rotations (parts have no orientation)
-    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+    # threads decoding a batch read from the image store (a set over base.train_cache_mib)
+    num_workers: int = Field(0, ge=0)
     nproc: int = Field(1, ge=1)  # processes per node under torchrun (DDP); 1 = plain
 
 

@@ -64,7 +64,7 @@ def extract_areas(
     t = _thresholds(thresholds, c)
     areas: list[Area] = []
     for k in range(c):
-        labels, n = ndimage.label(probs[k] >= t[k], structure=_EIGHT)
+        labels, _ = ndimage.label(probs[k] >= t[k], structure=_EIGHT)
         # each area's cells within its bounding slices only (not a pass over the grid per area)
         for lab, (sr, sc) in enumerate(ndimage.find_objects(labels), start=1):
             r, q = np.nonzero(labels[sr, sc] == lab)

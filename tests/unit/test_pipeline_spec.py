@@ -203,3 +203,13 @@ def test_help_shows_templates(command: str, shown: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "240"})
     assert result.exit_code == 0
     assert shown in result.output
+
+
+def test_the_train_stage_depends_on_every_training_setting() -> None:
+    """A changed train.* setting re-runs the trainings under `dvc repro` (train.strategies
+    only decides which train stages exist)."""
+    from mentoring.config import MentoredTrainParams
+    from mentoring.pipeline_spec import STAGES
+
+    read = {f"train.{k}" for k in MentoredTrainParams.model_fields} - {"train.strategies"}
+    assert read <= set(STAGES["train"].params)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from mentoring.data.sampler import BalancedBatchSampler
+from mentoring.data.store import StoredImages
 from mentoring.training import distributed
 
 
@@ -107,7 +108,11 @@ class SingleSource:
     """Shuffled batches of one fully-labelled set (uint8 images and targets)."""
 
     def __init__(
-        self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, augment: bool = True
+        self,
+        images: torch.Tensor | StoredImages,
+        targets: torch.Tensor,
+        batch_size: int,
+        augment: bool = True,
     ) -> None:
         self.images, self.targets = images, targets
         self.batch_size, self.augment = batch_size, augment
@@ -153,9 +158,9 @@ class BalancedSource:
 
     def __init__(
         self,
-        orig_images: torch.Tensor,
+        orig_images: torch.Tensor | StoredImages,
         orig_targets: torch.Tensor,
-        new_images: torch.Tensor,
+        new_images: torch.Tensor | StoredImages,
         new_targets: torch.Tensor,
         new_annotated: torch.Tensor,
         batch_size: int,

@@ -82,6 +82,20 @@ def load_split(
     progress: Callable[[int, int], None] | None = None,
 ) -> Split:
     """Decode the images and masks of manifest rows ``df`` (paths relative to ``root``)."""
+    targets = load_targets(df, root, classes, stride, min_coverage, progress=progress)
+    return Split(list(df["image_id"]), load_images(df, root), targets)
+
+
+def load_targets(
+    df: pd.DataFrame,
+    root: Path,
+    classes: tuple[str, ...],
+    stride: int,
+    min_coverage: float,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The cell targets of manifest rows ``df`` from their masks: (N, C, H/stride, W/stride)
+    uint8 (the masks only, of the manifest's image size; the images are not decoded)."""
     unlabelled = df.loc[df["mask_path"].astype(str) == "", "image_id"].tolist()
     if unlabelled:
         raise ImageError(
@@ -89,15 +103,17 @@ def load_split(
             f"{unlabelled[:3]}: their ground truth is needed here (oracle, simulated operator); "
             f"use mentored feedback (mentor.source: import) instead"
         )
-    images = load_images(df, root)
-    n, _, h, w = images.shape
+    if df.empty:
+        raise ValueError("no images to load (empty selection of the manifest)")
+    size = (int(df.iloc[0]["height"]), int(df.iloc[0]["width"]))
+    n, (h, w) = len(df), size
     targets = np.empty((n, len(classes), h // stride, w // stride), np.uint8)
     for i, mask_path in enumerate(df["mask_path"].astype(str)):
         mask = read_mask(root / mask_path, (h, w))
         targets[i] = mask_to_cells(mask, len(classes), stride, min_coverage)
         if progress and ((i + 1) % 256 == 0 or i + 1 == n):
             progress(i + 1, n)
-    return Split(list(df["image_id"]), images, torch.from_numpy(targets))
+    return torch.from_numpy(targets)
 
 
 def load_images(df: pd.DataFrame, root: Path) -> torch.Tensor:

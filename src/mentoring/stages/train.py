@@ -17,15 +17,16 @@ import numpy as np
 import torch
 
 from mentoring.config import Params, parse_strategy
-from mentoring.data.dataset import CellDataset, load_images, rows_by_id
-from mentoring.data.manifest import data_root, read_manifest
-from mentoring.evaluation import predict
+from mentoring.data.dataset import rows_by_id
+from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.data.store import StoredImages, digest, labelled_set, open_images
+from mentoring.evaluation import predict, stream_predictions
 from mentoring.feedback.partial import PartialLabels
 from mentoring.models.store import load_model
 from mentoring.runtime import setup_torch
 from mentoring.tracking import Tracker
 from mentoring.training import distributed
-from mentoring.training.loop import fingerprint, tensor_digest
+from mentoring.training.loop import fingerprint
 from mentoring.training.outputs import (
     epoch_callback,
     log_training,
@@ -58,30 +59,31 @@ def new_data(
     flags = parse_strategy(strategy)
     line = params.line
     if "oracle" in flags:  # the upper bound: every pool image with its full ground truth
-        pool = CellDataset.from_manifest(
-            manifest, "new", "pool", line.classes, params.model.stride, line.cell_min_coverage
+        pool = select(read_manifest(manifest), "new", "pool")
+        if pool.empty:
+            raise ValueError(f"{manifest}: no images of domain 'new', split 'pool'")
+        images, t = labelled_set(
+            pool,
+            data_root(manifest),
+            line.classes,
+            params.model.stride,
+            line.cell_min_coverage,
+            params.base.train_cache_mib,
+            params.train.num_workers,
         )
-        t = pool.split.targets
-        return NewData(pool.split.ids, pool.split.images, t, torch.ones_like(t, dtype=torch.bool))
+        return NewData(list(pool["image_id"]), images, t, torch.ones_like(t, dtype=torch.bool))
     if labels_path is None:
         raise ValueError(f"strategy {strategy!r} needs partial labels (run `mentoring mentor`)")
     labels = PartialLabels.load(labels_path)
     df = rows_by_id(read_manifest(manifest, check_files=False), labels.ids, str(labels_path))
-    images = load_images(df, data_root(manifest))
-    targets, annotated = labels.targets, labels.annotated
     cfg = params.train
+    images = open_images(df, data_root(manifest), params.base.train_cache_mib, cfg.num_workers)
+    targets, annotated = labels.targets, labels.annotated
     probs = None
     if "omnia" in flags or cfg.confirm_refine > 0:
         if baseline is None:
             raise ValueError(f"strategy {strategy!r} needs the baseline model")
-        probs = predict(
-            baseline,
-            images,
-            params.evaluate.batch_size,
-            device,
-            params.base.precision,
-            params.base.channels_last,
-        )
+        probs = _predict_set(params, baseline, images, df, data_root(manifest), device)
     if cfg.confirm_refine > 0 and probs is not None:
         targets, annotated = apply_refine(targets, annotated, probs, cfg.confirm_refine)
     if cfg.confirm_exclusive:
@@ -96,6 +98,26 @@ def new_data(
         torch.from_numpy(np.ascontiguousarray(targets)),
         torch.from_numpy(np.ascontiguousarray(annotated)),
     )
+
+
+def _predict_set(
+    params: Params,
+    model: torch.nn.Module,
+    images: torch.Tensor | StoredImages,
+    df: Any,
+    root: Path,
+    device: str,
+) -> np.ndarray:
+    """The model's probabilities on a training set: on the cached tensor, or streamed from the
+    store (the same batches of ``evaluate.batch_size``, so the same numbers on CPU)."""
+    args = (params.evaluate.batch_size, device)
+    gpu = (params.base.precision, params.base.channels_last)
+    if isinstance(images, torch.Tensor):
+        return predict(model, images, *args, *gpu)
+    parts = [
+        p for _, p in stream_predictions(model, df, root, *args, params.evaluate.num_workers, *gpu)
+    ]
+    return np.concatenate(parts)
 
 
 def run(
@@ -127,8 +149,17 @@ def run(
             if baseline_path is None:
                 raise ValueError(f"strategy {strategy!r} needs the baseline model (--baseline)")
             baseline, _ = load_model(baseline_path, device)
-        original = CellDataset.from_manifest(
-            manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
+        orig_df = select(read_manifest(manifest), "original", "train")
+        if orig_df.empty:
+            raise ValueError(f"{manifest}: no images of domain 'original', split 'train'")
+        orig_images, orig_targets = labelled_set(
+            orig_df,
+            data_root(manifest),
+            line.classes,
+            params.model.stride,
+            line.cell_min_coverage,
+            params.base.train_cache_mib,
+            cfg.num_workers,
         )
         new = new_data(params, strategy, manifest, labels_path, baseline, device)
         arch = model_arch(params)
@@ -139,15 +170,15 @@ def run(
             arch,
             read,
             seed,
-            tensor_digest(
-                original.split.images,
-                original.split.targets,
+            digest(
+                orig_images,
+                orig_targets,
                 new.images,
                 new.targets,
                 new.annotated,
             ),
             # the baseline's weights, not its file: torch.save writes a fresh id into every file
-            tensor_digest(*baseline.state_dict().values()) if baseline is not None else None,
+            digest(*baseline.state_dict().values()) if baseline is not None else None,
             # bf16 trains other weights; fp32 fingerprints stay those of earlier versions
             *([params.base.precision] if params.base.precision != "fp32" else []),
         )
@@ -155,8 +186,8 @@ def run(
         run_id = start_tracking(tracker, strategy, params, logged)
         history = train_strategy(
             trainee,
-            original.split.images,
-            original.split.targets,
+            orig_images,
+            orig_targets,
             new,
             cfg,
             seed,
@@ -172,7 +203,7 @@ def run(
         )
         extra = {
             "strategy": strategy,
-            "n_original": len(original),
+            "n_original": len(orig_images),
             "n_new": len(new.ids),
             "new_annotated_fraction": new.annotated_fraction,
         }

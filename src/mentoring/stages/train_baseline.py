@@ -19,13 +19,14 @@ import torch
 
 from mentoring.config import Params
 from mentoring.data.batch import Batch, SingleSource
-from mentoring.data.dataset import CellDataset
+from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.data.store import digest, labelled_set
 from mentoring.losses import supervised_bce
 from mentoring.models.segmenter import Segmenter
 from mentoring.runtime import seed_everything, setup_torch
 from mentoring.tracking import Tracker
 from mentoring.training import distributed
-from mentoring.training.loop import fingerprint, tensor_digest, train
+from mentoring.training.loop import fingerprint, train
 from mentoring.training.outputs import (
     epoch_callback,
     log_training,
@@ -54,8 +55,17 @@ def run(
     tracker = Tracker.open(params, manifest) if track and is_main else None
     with distributed.process_group(setup_torch(params.base)) as device:
         line, cfg = params.line, params.train_baseline
-        data = CellDataset.from_manifest(
-            manifest, "original", "train", line.classes, params.model.stride, line.cell_min_coverage
+        df = select(read_manifest(manifest), "original", "train")
+        if df.empty:
+            raise ValueError(f"{manifest}: no images of domain 'original', split 'train'")
+        images, targets = labelled_set(
+            df,
+            data_root(manifest),
+            line.classes,
+            params.model.stride,
+            line.cell_min_coverage,
+            params.base.train_cache_mib,
+            cfg.num_workers,
         )
         seed_everything(params.base.seed)
         run_id = start_tracking(tracker, "baseline", params, {"train_baseline": cfg.model_dump()})
@@ -65,11 +75,11 @@ def run(
             arch,
             cfg.model_dump(exclude={"nproc"}),  # any nproc trains the same model: resumable
             params.base.seed,
-            tensor_digest(data.split.images, data.split.targets),
+            digest(images, targets),
             # bf16 trains other weights; fp32 fingerprints stay those of earlier versions
             *([params.base.precision] if params.base.precision != "fp32" else []),
         )
-        source = SingleSource(data.split.images, data.split.targets, cfg.batch_size, cfg.augment)
+        source = SingleSource(images, targets, cfg.batch_size, cfg.augment)
 
         def loss_fn(batch: Batch, _progress: float) -> tuple[torch.Tensor, dict[str, float]]:
             return supervised_bce(model(batch.images), batch.targets), {}
@@ -89,7 +99,7 @@ def run(
             precision=params.base.precision,
             channels_last=params.base.channels_last,
         )
-        extra = {"n_images": len(data)}
+        extra = {"n_images": len(images)}
         if not is_main:
             return training_metrics("baseline", history, extra)
         metrics = write_outputs(

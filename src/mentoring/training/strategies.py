@@ -31,6 +31,7 @@ from torch import nn
 
 from mentoring.config import MentoredTrainParams, parse_strategy
 from mentoring.data.batch import BalancedSource, Batch
+from mentoring.data.store import StoredImages
 from mentoring.losses import masked_bce, mentoring_loss
 from mentoring.models.domain import (
     DomainSegmenter,
@@ -49,13 +50,13 @@ class NewData:
 
     Attributes:
         ids: image ids.
-        images: (M, C_in, H, W) uint8.
+        images: (M, C_in, H, W) uint8, in memory or read per batch from the image store.
         targets: (M, C, h, w) uint8, meaningful where annotated.
         annotated: (M, C, h, w) bool.
     """
 
     ids: list[str]
-    images: torch.Tensor
+    images: torch.Tensor | StoredImages
     targets: torch.Tensor
     annotated: torch.Tensor
 
@@ -215,7 +216,7 @@ def build_trainee(
 
 def train_strategy(
     trainee: Trainee,
-    original_images: torch.Tensor,
+    original_images: torch.Tensor | StoredImages,
     original_targets: torch.Tensor,
     new: NewData,
     cfg: MentoredTrainParams,

@@ -1,0 +1,116 @@
+"""Training images read from the image store per batch, or cached decoded when they fit.
+
+The training sources (:mod:`mentoring.data.batch`) index their images with a tensor of row
+indices. :class:`StoredImages` answers that indexing by decoding just those rows' files, so a
+set larger than memory trains at the cost of decoding each batch; :func:`open_images` keeps the
+set decoded in one uint8 tensor instead when it fits ``base.train_cache_mib`` (the demo's sets
+are a few MB). Both give the same bytes, so the same batches and the same model on CPU.
+
+Example:
+    >>> images = open_images(df, root, cache_mib=4096)  # doctest: +SKIP
+    >>> batch = images[torch.tensor([3, 0, 7])]          # (3, C, H, W) uint8
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mentoring.data.dataset import load_targets, read_image
+
+
+class StoredImages:
+    """The images of manifest rows ``df`` (one size and channel count), decoded per access.
+
+    ``images[idx]`` with a 1-D index tensor (or list) returns (len(idx), C, H, W) uint8, like a
+    tensor would; nothing is kept between accesses. ``workers`` > 0 decodes a batch's files in
+    that many threads (PNG decoding releases the GIL); the result does not depend on it.
+    """
+
+    def __init__(self, df: pd.DataFrame, root: Path, workers: int = 0) -> None:
+        if df.empty:
+            raise ValueError("no images to read (empty selection of the manifest)")
+        first = df.iloc[0]
+        self.size = (int(first["height"]), int(first["width"]))
+        self.channels = int(first["channels"])
+        self.paths = [root / p for p in df["path"].astype(str)]
+        self.workers = workers
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.channels, *self.size)
+
+    @property
+    def nbytes(self) -> int:
+        """What the set takes decoded (uint8)."""
+        n, c, h, w = self.shape
+        return n * c * h * w
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: torch.Tensor | list[int]) -> torch.Tensor:
+        rows = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)
+        out = np.empty((len(rows), self.channels, *self.size), np.uint8)
+
+        def decode(k: int) -> None:
+            out[k] = read_image(self.paths[rows[k]], self.channels, self.size)
+
+        if self.workers > 0 and len(rows) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(decode, range(len(rows))))  # list(): raise the first error
+        else:
+            for k in range(len(rows)):
+                decode(k)
+        return torch.from_numpy(out)
+
+    def chunks(self, size: int = 256) -> list[torch.Tensor]:
+        """Row index chunks covering the set in order (for a streamed pass over it)."""
+        return [torch.arange(s, min(s + size, len(self))) for s in range(0, len(self), size)]
+
+
+def open_images(
+    df: pd.DataFrame, root: Path, cache_mib: float, workers: int = 0
+) -> torch.Tensor | StoredImages:
+    """The images of ``df``: decoded into one tensor when they take at most ``cache_mib`` MiB,
+    else a :class:`StoredImages` that decodes each batch from the store (``workers`` threads)."""
+    stored = StoredImages(df, root, workers)
+    if stored.nbytes <= cache_mib * 2**20:
+        return stored[list(range(len(stored)))]
+    return stored
+
+
+def digest(*parts: torch.Tensor | StoredImages) -> str:
+    """sha256 of the parts' bytes in order; a :class:`StoredImages` is hashed chunk by chunk.
+
+    The same value as :func:`mentoring.training.loop.tensor_digest` on the decoded tensors, so
+    a checkpoint resumes whether the images were cached or not.
+    """
+    h = hashlib.sha256()
+    for t in parts:
+        if isinstance(t, StoredImages):
+            for rows in t.chunks():
+                h.update(t[rows].numpy().tobytes())
+        else:
+            h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def labelled_set(
+    df: pd.DataFrame,
+    root: Path,
+    classes: tuple[str, ...],
+    stride: int,
+    min_coverage: float,
+    cache_mib: float,
+    workers: int = 0,
+) -> tuple[torch.Tensor | StoredImages, torch.Tensor]:
+    """A fully-labelled training set: its images (:func:`open_images`) and cell targets (always
+    in memory: a few hundred bytes an image)."""
+    targets = load_targets(df, root, classes, stride, min_coverage)
+    return open_images(df, root, cache_mib, workers), targets
