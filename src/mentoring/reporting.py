@@ -31,7 +31,9 @@ import numpy as np
 import torch
 
 from mentoring.config import STRATEGY_FLAGS, Params, parse_strategy
-from mentoring.data.dataset import CellDataset
+from mentoring.data.dataset import load_targets
+from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.data.reader import image_batches
 from mentoring.io import write_bytes, write_json, write_with
 from mentoring.line.preview import CLASS_COLORS
 from mentoring.models.store import load_model
@@ -368,26 +370,26 @@ def defect_features(
     model, _ = load_model(model_path)
     rng = np.random.default_rng(seed)
     feats, doms, ks = [], [], []
+    root = data_root(manifest)
     for d, domain in enumerate(("original", "new")):
-        data = CellDataset.from_manifest(
-            manifest,
-            domain,
-            "eval",
-            params.line.classes,
-            params.model.stride,
-            params.line.cell_min_coverage,
-        )
-        f = torch.cat(
-            [
-                model.features(data.split.images[i : i + 64].float() / 255.0)
-                for i in range(0, len(data), 64)
-            ]
-        ).numpy()  # (N, F, h, w)
-        t = data.split.targets.numpy()  # (N, C, h, w)
+        df = select(read_manifest(manifest), domain, "eval")
+        if df.empty:
+            raise ValueError(f"{manifest}: no images of domain {domain!r}, split 'eval'")
+        # which defect cells to show, from the masks alone; then the images stream by batch and
+        # only the picked cells' features are kept
+        t = load_targets(
+            df, root, params.line.classes, params.model.stride, params.line.cell_min_coverage
+        ).numpy()  # (N, C, h, w)
         n_idx, r_idx, c_idx = np.nonzero(t.any(axis=1))
         pick = rng.permutation(len(n_idx))[:per_domain]
         n_idx, r_idx, c_idx = n_idx[pick], r_idx[pick], c_idx[pick]
-        feats.append(f[n_idx, :, r_idx, c_idx])
+        f = np.zeros((len(n_idx), model.feature_channels), np.float32)
+        for start, images in image_batches(df, root, 64):
+            sel = np.flatnonzero((n_idx >= start) & (n_idx < start + len(images)))
+            if len(sel):
+                fb = model.features(images.float() / 255.0).numpy()  # (B, F, h, w)
+                f[sel] = fb[n_idx[sel] - start, :, r_idx[sel], c_idx[sel]]
+        feats.append(f)
         doms.append(np.full(len(n_idx), d))
         ks.append(t[n_idx, :, r_idx, c_idx].argmax(axis=1))
     return np.concatenate(feats), np.concatenate(doms), np.concatenate(ks)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
-from mentoring.data.dataset import load_split, read_mask, rows_by_id
+from mentoring.data.dataset import load_targets, read_mask, rows_by_id
 from mentoring.data.manifest import data_root, read_manifest
 from mentoring.feedback.partial import build_partial_labels, load_feedback_files
 from mentoring.feedback.schema import FeedbackError, dump, read_tasks
@@ -58,17 +58,18 @@ def run(
         df = rows_by_id(images, [t.image_id for t in tasks.images], str(manifest))
         truth = {}
         if len(df):
-            split = load_split(
+            # the truth of the mined images from their masks (the images are not decoded)
+            targets = load_targets(
                 df,
                 data_root(manifest),
                 tuple(tasks.classes),
                 tasks.stride,
                 params.line.cell_min_coverage,
             )
-            truth = dict(zip(split.ids, split.targets.numpy(), strict=True))
+            truth = dict(zip(df["image_id"].astype(str), targets.numpy(), strict=True))
         masks = None
         if cfg.draw_missed_rate > 0 and len(df):  # drawing boxes needs the pixel masks
-            hw = (int(split.images.shape[2]), int(split.images.shape[3]))
+            hw = (int(df.iloc[0]["height"]), int(df.iloc[0]["width"]))
             masks = {
                 str(i): read_mask(data_root(manifest) / str(m), hw)
                 for i, m in zip(df["image_id"], df["mask_path"], strict=True)

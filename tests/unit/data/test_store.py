@@ -89,3 +89,36 @@ def test_training_from_the_store_is_training_from_memory(tiny: Path, tmp_path: P
         json.loads((tmp_path / "store/train/history.json").read_text())[-1]["loss"]
         == (json.loads((tmp_path / "memory/train/history.json").read_text())[-1]["loss"])
     )
+
+
+@torch.no_grad()
+def test_tsne_features_streamed_are_the_whole_split_features(tiny: Path, tmp_path: Path) -> None:
+    """The t-SNE's defect features, read batch by batch, are those of the whole decoded split."""
+    import numpy as np
+
+    from mentoring.data.dataset import load_split
+    from mentoring.models.segmenter import Segmenter
+    from mentoring.models.store import save_model
+    from mentoring.reporting import defect_features
+    from mentoring.training.outputs import model_arch
+
+    p = load_params(REPO / "params.yaml", TINY)
+    torch.manual_seed(0)
+    model = Segmenter(**model_arch(p)).eval()
+    save_model(tmp_path / "m.pt", model, model_arch(p), p.line.classes)
+    manifest = tiny / "data/manifests/line.parquet"
+    f, dom, k = defect_features(tmp_path / "m.pt", p, manifest, per_domain=40, seed=3)
+    rng = np.random.default_rng(3)
+    want = []
+    for domain in ("original", "new"):
+        df = select(read_manifest(manifest), domain, "eval")
+        split = load_split(df, data_root(manifest), p.line.classes, p.model.stride,
+                           p.line.cell_min_coverage)  # fmt: skip
+        images = split.images.float() / 255.0
+        every = torch.cat([model.features(images[i : i + 64]) for i in range(0, len(df), 64)])
+        every = every.numpy()
+        n, r, c = np.nonzero(split.targets.numpy().any(axis=1))
+        pick = rng.permutation(len(n))[:40]
+        want.append(every[n[pick], :, r[pick], c[pick]])
+    assert f.shape[0] == len(dom) == len(k) > 10
+    np.testing.assert_array_equal(f, np.concatenate(want))
