@@ -41,6 +41,7 @@ class BaseParams(_Section):
     # weights and losses); fp32 everywhere else. fp32 keeps CPU runs bit-exact
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False  # NHWC tensors and weights (faster convolutions on GPUs)
+    compile: bool = False  # torch.compile the trained modules (GPU nodes; CPU needs a C++ compiler)
     # a training set whose decoded images take at most this many MiB is decoded once and kept
     # in memory; a larger one is read from the image store batch by batch (same batches)
     train_cache_mib: float = Field(4096, ge=0)

@@ -200,6 +200,7 @@ def run(
             teacher=baseline if "distill" in flags else None,
             precision=params.base.precision,
             channels_last=params.base.channels_last,
+            compile=params.base.compile,
         )
         extra = {
             "strategy": strategy,

@@ -98,6 +98,7 @@ def run(
             on_epoch=epoch_callback(results_dir, tracker, run_id),
             precision=params.base.precision,
             channels_last=params.base.channels_last,
+            compile=params.base.compile,
         )
         extra = {"n_images": len(images)}
         if not is_main:

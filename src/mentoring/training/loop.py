@@ -58,6 +58,21 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def compile_in_place(modules: torch.nn.Module) -> list[str]:
+    """``torch.compile`` the modules the losses call, in place (``Module.compile``: parameters,
+    buffers and state-dict keys stay those of the module). A container without its own
+    ``forward`` (a strategy's segmenter + domain head) has each direct child compiled instead.
+    Returns the names of what was compiled."""
+    if type(modules).forward is not torch.nn.Module.forward:
+        modules.compile()
+        return [type(modules).__name__]
+    names = []
+    for name, child in modules.named_children():
+        child.compile()
+        names.append(name)
+    return names
+
+
 def tensor_digest(*tensors: torch.Tensor) -> str:
     """sha256 of tensors' bytes: ties a checkpoint to the exact training data, not just ids."""
     h = hashlib.sha256()
@@ -99,6 +114,7 @@ def train(
     description: str = "train",
     precision: str = "fp32",
     channels_last: bool = False,
+    compile: bool = False,
 ) -> list[EpochStats]:
     """Train every parameter of ``modules`` with Adam on the batches of ``source``.
 
@@ -112,6 +128,8 @@ def train(
             on rank 0 only.
         precision: ``fp32``, or ``bf16`` (forward and loss under autocast, fp32 weights).
         channels_last: NHWC weights and images.
+        compile: ``torch.compile`` the forward of each trained module in place (its weights and
+            state dict are unchanged); the first steps pay the compilation.
 
     Returns:
         The statistics of every epoch, resumed ones included.
@@ -119,6 +137,8 @@ def train(
     modules.to(device)
     if channels_last:
         modules.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if compile:
+        compile_in_place(modules)
     opt = torch.optim.Adam(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = source.steps()
     total_steps = cfg.epochs * steps
