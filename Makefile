@@ -9,7 +9,7 @@ DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install chromium demo table1 experiments test test-gpu test-slow test-all lint format bench image-test clean
+.PHONY: help install chromium demo table1 experiments test test-gpu bench-gpu test-slow test-all lint format bench image-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench: $(STAMP) chromium  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/annotate.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/mining.py
+
+bench-gpu: $(STAMP)  ## the GPU benchmark (a CUDA node): training bf16/fp32, mining, peak fraction
+	$(PY) benchmarks/gpu.py
 
 .PHONY: annotate
 annotate: $(STAMP)  ## the mentoring web interface on the demo's mining output (http://127.0.0.1:8000/)
