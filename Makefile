@@ -93,6 +93,7 @@ bench: $(STAMP) chromium  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/annotate.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/mining.py
+	$(PY) benchmarks/pipeline.py
 
 bench-gpu: $(STAMP)  ## the GPU benchmark (a CUDA node): training bf16/fp32, mining, peak fraction
 	$(PY) benchmarks/gpu.py

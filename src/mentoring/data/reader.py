@@ -35,9 +35,9 @@ class ManifestImages(Dataset[torch.Tensor]):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(
-            np.ascontiguousarray(read_image(self.paths[i], self.channels, self.size))
-        )
+        # PIL's arrays are read-only: a contiguous, writable copy (torch warns on read-only)
+        image = read_image(self.paths[i], self.channels, self.size)
+        return torch.from_numpy(np.require(image, requirements=["C", "W"]))
 
 
 class ManifestImagesMasks(ManifestImages):
