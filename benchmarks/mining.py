@@ -1,4 +1,5 @@
-"""Benchmark: streamed mining against the bare forward, its memory over 10x the pool, the limit.
+"""Benchmark: streamed mining against the bare forward; mining's and evaluation's memory over
+10x the images; the limit.
 
 1. **Throughput**: the `mine` stage end to end (read + decode + forward + area extraction + tasks
    written) on ``--pool`` images, in images/s, against the bare forward of the same model on the
@@ -6,7 +7,9 @@
    with 0 and 1 decoding worker processes.
 2. **Memory**: the peak RSS of the `mine` stage (a fresh process each) over ``--pool`` and
    10 x ``--pool`` images. Target ratio <= 1.1: the pool is streamed. The worst case for what
-   mining keeps: every image has detected areas (``model.prior`` 0.3, threshold 0.3).
+   mining keeps: every image has detected areas (``model.prior`` 0.3, threshold 0.3). The same
+   for the `evaluate` stage over ``--pool`` and 10 x ``--pool`` new-domain evaluation images (the
+   original domain's evaluation set is ``--factor`` images in both runs).
 3. **The limit**: FLOPs per image of the default segmenter (torch's ``FlopCounterMode``), the
    machine's measured fp32 matmul and convolution throughput, and the fraction of it the bare
    forward and the stage reach.
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -55,14 +59,29 @@ print(json.dumps({"seconds": seconds, "n_mined": m["n_mined"], "n_areas": m["n_a
                   "peak_rss_mib": rss}))
 """
 
+#: the evaluate stage on one manifest (untracked), the same way
+EVAL_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from mentoring.config import load_params
+from mentoring.stages import evaluate
+p = load_params(sys.argv[1], json.loads(sys.argv[2]))
+t0 = time.perf_counter()
+m = evaluate.run(p, Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]), track=False)
+seconds = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
+print(json.dumps({"seconds": seconds, "new_map": m["domains"]["new"]["map"],
+                  "peak_rss_mib": rss}))
+"""
 
-def _child(args: list[str]) -> tuple[dict[str, float], float]:
-    """Run CHILD in a fresh process; return its output and its own peak RSS in MiB."""
+
+def _child(args: list[str], code: str = CHILD) -> tuple[dict[str, float], float]:
+    """Run ``code`` in a fresh process; return its output and its own peak RSS in MiB."""
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=3600
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=3600
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"mine stage failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"stage failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return out, float(out["peak_rss_mib"])
 
@@ -89,12 +108,13 @@ def main() -> None:
             "base.profile": "bench",
             "line.profiles.bench": {
                 "original_train": 0,
-                "original_eval": 0,
+                "original_eval": args.factor,
                 "new_pool": big,
-                "new_eval": 0,
+                "new_eval": big,
             },
             "model.prior": 0.3,
             "mine.threshold": 0.3,
+            "evaluate.n_examples": 4,
         }
         params_file = REPO / "params.yaml"
         p = load_params(params_file, overrides)
@@ -106,6 +126,11 @@ def main() -> None:
         # the small run: a manifest with the first ``pool`` images of the pool
         small = tmp_path / "data/manifests/small.parquet"
         pool.head(args.pool).to_parquet(small)
+        # evaluation: the first ``pool`` new-domain evaluation images (+ the constant original set)
+        small_eval = tmp_path / "data/manifests/small-eval.parquet"
+        orig_eval = select(full, "original", "eval")
+        new_eval = select(full, "new", "eval")
+        pd.concat([orig_eval, new_eval.head(args.pool)]).to_parquet(small_eval)
         torch.manual_seed(0)
         model = Segmenter(**model_arch(p)).eval()
         model_path = tmp_path / "model.pt"
@@ -154,6 +179,20 @@ def main() -> None:
                 ]
             )
             rss[name], counts[name] = peak, out
+        eval_rss = {}
+        eval_out = {}
+        for name, man in (("small", small_eval), ("large", manifest)):
+            out, peak = _child(
+                [
+                    str(params_file),
+                    json.dumps(overrides),
+                    str(man),
+                    str(model_path),
+                    str(tmp_path / f"eval-{name}"),
+                ],
+                EVAL_CHILD,
+            )
+            eval_rss[name], eval_out[name] = peak, out
     # 3. the limit
     size = p.line.image_size
     x = torch.rand(1, p.line.channels, size, size)
@@ -186,6 +225,14 @@ def main() -> None:
             "large_over_small": rss["large"] / rss["small"],
             "target": 1.1,
         },
+        "evaluation_memory": {
+            "peak_rss_mib": eval_rss,
+            "new_eval_images": {"small": args.pool, "large": big},
+            "original_eval_images": args.factor,
+            "runs": eval_out,
+            "large_over_small": eval_rss["large"] / eval_rss["small"],
+            "target": 1.1,
+        },
         "limit": {
             "flops_per_image": flops_per_image,
             "matmul_gflops": matmul,
@@ -197,6 +244,7 @@ def main() -> None:
     result["pass"] = {
         "throughput": max(result["throughput"]["stage_over_bare"].values()) >= 0.9,
         "memory": result["memory"]["large_over_small"] <= 1.1,
+        "evaluation_memory": result["evaluation_memory"]["large_over_small"] <= 1.1,
     }
     write_json(args.out, result)
     print(json.dumps(result, indent=2))

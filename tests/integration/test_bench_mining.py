@@ -37,4 +37,10 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     # the default segmenter at 128 x 128: about 0.16 GFLOPs per image
     assert 1e8 < lim["flops_per_image"] < 1e9
     assert 0 < lim["bare_forward_fraction_of_peak"] <= 1.5
-    assert set(r["pass"]) == {"throughput", "memory"}
+    e = r["evaluation_memory"]
+    assert e["new_eval_images"] == {"small": 16, "large": 32} and e["original_eval_images"] == 2
+    assert e["large_over_small"] == pytest.approx(
+        e["peak_rss_mib"]["large"] / e["peak_rss_mib"]["small"]
+    )
+    assert all(0 <= run["new_map"] <= 1 for run in e["runs"].values())
+    assert set(r["pass"]) == {"throughput", "memory", "evaluation_memory"}
