@@ -27,14 +27,17 @@ def _bench():  # type: ignore[no-untyped-def]
 def test_stage_times_come_from_the_running_stage_lines(tmp_path: Path) -> None:
     script = (
         "import time\n"
-        "print(\"Running stage 'line':\", flush=True); time.sleep(0.3)\n"
+        "print(\"Running stage 'line':\", flush=True); time.sleep(0.6)\n"
         "print('> mentoring line generate', flush=True)\n"
         "print(\"Running stage 'train@scratch':\", flush=True); time.sleep(0.1)\n"
     )
     r = _bench().timed_run([sys.executable, "-c", script], tmp_path, {}, 60)
     assert list(r["stages"]) == ["line", "train@scratch"]
-    assert 0.25 < r["stages"]["line"] < r["seconds"]
+    assert 0.55 < r["stages"]["line"] < r["seconds"]
     assert sum(r["stages"].values()) <= r["seconds"]
+    # a python process's memory was sampled while each stage ran (>= 5 MiB of interpreter)
+    assert set(r["peak_rss_mib"]) <= {"line", "train@scratch"} and "line" in r["peak_rss_mib"]
+    assert all(v > 5 for v in r["peak_rss_mib"].values())
 
 
 def test_a_failing_command_is_an_error_with_its_output(tmp_path: Path) -> None:
@@ -65,5 +68,6 @@ def test_pipeline_benchmark_noop_repro(tmp_path: Path) -> None:
     r = json.loads(out.read_text())["noop_repro"]
     first = r["first_repro"]["stages"]
     assert {"line", "train_baseline", "mine", "mentor", "report", "register"} <= set(first)
+    assert r["first_repro"]["peak_rss_mib"]["train_baseline"] > 100  # torch is loaded
     assert len(r["noop_seconds"]) == 1 and r["noop_median_s"] == r["noop_seconds"][0]
     assert r["pass"] == (r["noop_median_s"] <= 5.0)
