@@ -35,8 +35,9 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=HERE.parent / "params.yaml")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "baseline_demo.json")
+    ap.add_argument("--profile", default="demo", help="line profile (tiny: the benchmark's test)")
     args = ap.parse_args()
-    params = load_params(args.params, {"base.profile": "demo"})
+    params = load_params(args.params, {"base.profile": args.profile})
     with tempfile.TemporaryDirectory() as tmp:
         wd = args.workdir or Path(tmp)
         t0 = time.perf_counter()
