@@ -27,8 +27,16 @@ def setup_torch(base: BaseParams) -> str:
         # agree with CPU ones within a tolerance, not bit for bit
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = True
+    elif base.compile:
+        torch.use_deterministic_algorithms(True)  # also tells inductor (compiled kernels)
     else:
-        torch.use_deterministic_algorithms(True)
+        # the same switch without torch.use_deterministic_algorithms' import of inductor and
+        # dynamo (1.5 s of every stage's start-up, for a compiler an eager run never uses)
+        set_deterministic = getattr(torch._C, "_set_deterministic_algorithms", None)
+        if set_deterministic is None:  # pragma: no cover - a torch without the private switch
+            torch.use_deterministic_algorithms(True)
+        else:
+            set_deterministic(True)
     return base.device
 
 
