@@ -69,7 +69,7 @@ def extract_areas(
         for lab, (sr, sc) in enumerate(ndimage.find_objects(labels), start=1):
             r, q = np.nonzero(labels[sr, sc] == lab)
             rows, cols = r + sr.start, q + sc.start
-            cells = tuple((int(r), int(q)) for r, q in zip(rows, cols, strict=True))
+            cells = tuple(zip(rows.tolist(), cols.tolist(), strict=True))
             bbox = (
                 int(cols.min()) * stride,
                 int(rows.min()) * stride,

@@ -49,8 +49,7 @@ def run_rounds(
 ) -> dict[str, Any]:
     """Every round of ``base.seed``; returns the points of the curve and each round's record."""
     from mentoring.feedback.partial import PartialLabels, merge_labels, unmentored
-    from mentoring.feedback.schema import dump, read_tasks
-    from mentoring.io import write_bytes
+    from mentoring.feedback.schema import read_tasks, write_tasks
     from mentoring.registry import decide
     from mentoring.stages import evaluate, mentor, mine, train
     from mentoring.stages.register import maps
@@ -81,7 +80,7 @@ def run_rounds(
             tasks, left_out = unmentored(tasks, labels)
         if budget is not None:
             tasks = tasks.model_copy(update={"images": tasks.images[:budget]})
-        write_bytes(rd / "mining/tasks.json", dump(tasks).encode())
+        write_tasks(rd / "mining/tasks.json", tasks, tasks.images)
         if not tasks.images:
             log(f"seed {params.base.seed}: round {r}: nothing left to mentor; stopping")
             break

@@ -174,11 +174,12 @@ def dump(model: BaseModel) -> str:
 
 
 def write_tasks(path: str | Path, header: MiningTasks, images: Iterable[TaskImage]) -> None:
-    """Write a ``tasks.json`` image by image, atomically: the same bytes as
-    ``dump(header.model_copy(update={"images": list(images)}))`` without holding every image.
+    """Write a ``tasks.json`` image by image, atomically, without holding every image.
 
-    ``header`` carries everything but the images (its own ``images`` are ignored); ``images``
-    may be a generator, each image is serialised and written as it comes.
+    ``header`` carries everything but the images (its own ``images`` are ignored) and is written
+    like :func:`dump`; ``images`` may be a generator: each image is serialised as it comes, on
+    one line of compact JSON (keys sorted), which the C encoder writes about ten times faster
+    than an indented one and keeps a file of 10,000s of images greppable, one image a line.
     """
     from mentoring.io import atomic_path
 
@@ -191,11 +192,8 @@ def write_tasks(path: str | Path, header: MiningTasks, images: Iterable[TaskImag
         f.write(before + '\n "images": [')
         first = True
         for image in images:
-            item = json.dumps(
-                image.model_dump(mode="json", by_alias=True), indent=1, sort_keys=True
-            )
-            # an item of the list at depth 2: every line indented two more spaces
-            f.write(("\n" if first else ",\n") + "\n".join("  " + ln for ln in item.split("\n")))
+            item = image.model_dump(mode="json", by_alias=True)
+            f.write(("\n  " if first else ",\n  ") + json.dumps(item, sort_keys=True))
             first = False
         f.write("],\n" if first else "\n ],\n")
         f.write(after)

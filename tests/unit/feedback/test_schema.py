@@ -142,8 +142,9 @@ def test_wrong_schema_version_is_rejected(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("n_images", [0, 1, 3])
-def test_streamed_tasks_are_the_bytes_of_dump(tmp_path: Path, n_images: int) -> None:
-    """write_tasks (image by image, from a generator) writes exactly dump()'s bytes."""
+def test_streamed_tasks_read_back_one_image_a_line(tmp_path: Path, n_images: int) -> None:
+    """write_tasks (image by image, from a generator) writes the tasks dump() holds, each image
+    on a line of its own."""
     images = {
         f"img-{k}": [
             area(f"img-{k}/stain/{j}", "stain", [(j, 1), (j, 2)], bbox=(8, 8 * j, 24, 8 * j + 8))
@@ -154,5 +155,10 @@ def test_streamed_tasks_are_the_bytes_of_dump(tmp_path: Path, n_images: int) -> 
     tasks = make_tasks(images, paths={i: f"line/{i}.png" for i in images})
     out = tmp_path / "tasks.json"
     write_tasks(out, tasks.model_copy(update={"images": []}), (im for im in tasks.images))
-    assert out.read_text() == dump(tasks)
     assert read_tasks(out) == tasks
+    assert json.loads(out.read_text()) == json.loads(dump(tasks))
+    lines = out.read_text().splitlines()
+    assert sum('"image_id": ' in ln for ln in lines) == n_images
+    for k in range(n_images):  # the whole image (id, areas) on its line
+        (line,) = [ln for ln in lines if f'"image_id": "img-{k}"' in ln]
+        assert f'"area_id": "img-{k}/stain/{k}"' in line
