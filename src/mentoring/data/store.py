@@ -17,11 +17,13 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from mentoring.data.dataset import load_targets, read_image
+from mentoring.config import Params
+from mentoring.data.dataset import load_targets
+from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.data.reader import ManifestImages
 
 
 class StoredImages:
@@ -33,17 +35,13 @@ class StoredImages:
     """
 
     def __init__(self, df: pd.DataFrame, root: Path, workers: int = 0) -> None:
-        if df.empty:
-            raise ValueError("no images to read (empty selection of the manifest)")
-        first = df.iloc[0]
-        self.size = (int(first["height"]), int(first["width"]))
-        self.channels = int(first["channels"])
-        self.paths = [root / p for p in df["path"].astype(str)]
+        self.files = ManifestImages(df, root)  # one image per index, decoded on access
+        self.size, self.channels = self.files.size, self.files.channels
         self.workers = workers
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.paths), self.channels, *self.size)
+        return (len(self.files), self.channels, *self.size)
 
     @property
     def nbytes(self) -> int:
@@ -52,14 +50,14 @@ class StoredImages:
         return n * c * h * w
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.files)
 
     def __getitem__(self, idx: torch.Tensor | list[int]) -> torch.Tensor:
         rows = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)
-        out = np.empty((len(rows), self.channels, *self.size), np.uint8)
+        out = torch.empty((len(rows), self.channels, *self.size), dtype=torch.uint8)
 
         def decode(k: int) -> None:
-            out[k] = read_image(self.paths[rows[k]], self.channels, self.size)
+            out[k] = self.files[rows[k]]
 
         if self.workers > 0 and len(rows) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
@@ -67,7 +65,7 @@ class StoredImages:
         else:
             for k in range(len(rows)):
                 decode(k)
-        return torch.from_numpy(out)
+        return out
 
     def chunks(self, size: int = 256) -> list[torch.Tensor]:
         """Row index chunks covering the set in order (for a streamed pass over it)."""
@@ -114,3 +112,24 @@ def labelled_set(
     in memory: a few hundred bytes an image)."""
     targets = load_targets(df, root, classes, stride, min_coverage)
     return open_images(df, root, cache_mib, workers), targets
+
+
+def labelled_split(
+    params: Params, manifest: Path, domain: str, split: str, workers: int = 0
+) -> tuple[list[str], torch.Tensor | StoredImages, torch.Tensor]:
+    """The ids, images and cell targets of a fully-labelled (domain, split) of ``manifest``, with
+    ``params``' classes, stride, coverage and ``base.train_cache_mib``."""
+    df = select(read_manifest(manifest), domain, split)
+    if df.empty:
+        raise ValueError(f"{manifest}: no images of domain {domain!r}, split {split!r}")
+    line = params.line
+    images, targets = labelled_set(
+        df,
+        data_root(manifest),
+        line.classes,
+        params.model.stride,
+        line.cell_min_coverage,
+        params.base.train_cache_mib,
+        workers,
+    )
+    return list(df["image_id"]), images, targets

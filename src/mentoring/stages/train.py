@@ -18,8 +18,8 @@ import torch
 
 from mentoring.config import Params, parse_strategy
 from mentoring.data.dataset import rows_by_id
-from mentoring.data.manifest import data_root, read_manifest, select
-from mentoring.data.store import StoredImages, digest, labelled_set, open_images
+from mentoring.data.manifest import data_root, read_manifest
+from mentoring.data.store import StoredImages, digest, labelled_split, open_images
 from mentoring.evaluation import predict, stream_predictions
 from mentoring.feedback.partial import PartialLabels
 from mentoring.models.store import load_model
@@ -57,21 +57,9 @@ def new_data(
 ) -> NewData:
     """The new-domain training set of ``strategy``: mentored partial labels, or full truth."""
     flags = parse_strategy(strategy)
-    line = params.line
     if "oracle" in flags:  # the upper bound: every pool image with its full ground truth
-        pool = select(read_manifest(manifest), "new", "pool")
-        if pool.empty:
-            raise ValueError(f"{manifest}: no images of domain 'new', split 'pool'")
-        images, t = labelled_set(
-            pool,
-            data_root(manifest),
-            line.classes,
-            params.model.stride,
-            line.cell_min_coverage,
-            params.base.train_cache_mib,
-            params.train.num_workers,
-        )
-        return NewData(list(pool["image_id"]), images, t, torch.ones_like(t, dtype=torch.bool))
+        ids, images, t = labelled_split(params, manifest, "new", "pool", params.train.num_workers)
+        return NewData(ids, images, t, torch.ones_like(t, dtype=torch.bool))
     if labels_path is None:
         raise ValueError(f"strategy {strategy!r} needs partial labels (run `mentoring mentor`)")
     labels = PartialLabels.load(labels_path)
@@ -149,17 +137,8 @@ def run(
             if baseline_path is None:
                 raise ValueError(f"strategy {strategy!r} needs the baseline model (--baseline)")
             baseline, _ = load_model(baseline_path, device)
-        orig_df = select(read_manifest(manifest), "original", "train")
-        if orig_df.empty:
-            raise ValueError(f"{manifest}: no images of domain 'original', split 'train'")
-        orig_images, orig_targets = labelled_set(
-            orig_df,
-            data_root(manifest),
-            line.classes,
-            params.model.stride,
-            line.cell_min_coverage,
-            params.base.train_cache_mib,
-            cfg.num_workers,
+        _, orig_images, orig_targets = labelled_split(
+            params, manifest, "original", "train", cfg.num_workers
         )
         new = new_data(params, strategy, manifest, labels_path, baseline, device)
         arch = model_arch(params)

@@ -19,8 +19,7 @@ import torch
 
 from mentoring.config import Params
 from mentoring.data.batch import Batch, SingleSource
-from mentoring.data.manifest import data_root, read_manifest, select
-from mentoring.data.store import digest, labelled_set
+from mentoring.data.store import digest, labelled_split
 from mentoring.losses import supervised_bce
 from mentoring.models.segmenter import Segmenter
 from mentoring.runtime import seed_everything, setup_torch
@@ -55,18 +54,7 @@ def run(
     tracker = Tracker.open(params, manifest) if track and is_main else None
     with distributed.process_group(setup_torch(params.base)) as device:
         line, cfg = params.line, params.train_baseline
-        df = select(read_manifest(manifest), "original", "train")
-        if df.empty:
-            raise ValueError(f"{manifest}: no images of domain 'original', split 'train'")
-        images, targets = labelled_set(
-            df,
-            data_root(manifest),
-            line.classes,
-            params.model.stride,
-            line.cell_min_coverage,
-            params.base.train_cache_mib,
-            cfg.num_workers,
-        )
+        _, images, targets = labelled_split(params, manifest, "original", "train", cfg.num_workers)
         seed_everything(params.base.seed)
         run_id = start_tracking(tracker, "baseline", params, {"train_baseline": cfg.model_dump()})
         arch = model_arch(params)
