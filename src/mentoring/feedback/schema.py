@@ -178,8 +178,9 @@ def write_tasks(path: str | Path, header: MiningTasks, images: Iterable[TaskImag
 
     ``header`` carries everything but the images (its own ``images`` are ignored) and is written
     like :func:`dump`; ``images`` may be a generator: each image is serialised as it comes, on
-    one line of compact JSON (keys sorted), which the C encoder writes about ten times faster
-    than an indented one and keeps a file of 10,000s of images greppable, one image a line.
+    one line of compact JSON in the schema's field order (pydantic's serialiser: about ten times
+    faster than indented JSON), which keeps a file of 10,000s of images greppable, one image a
+    line.
     """
     from mentoring.io import atomic_path
 
@@ -192,8 +193,8 @@ def write_tasks(path: str | Path, header: MiningTasks, images: Iterable[TaskImag
         f.write(before + '\n "images": [')
         first = True
         for image in images:
-            item = image.model_dump(mode="json", by_alias=True)
-            f.write(("\n  " if first else ",\n  ") + json.dumps(item, sort_keys=True))
+            # pydantic's own JSON serialiser, fields in schema order (image_id first)
+            f.write(("\n  " if first else ",\n  ") + image.model_dump_json(by_alias=True))
             first = False
         f.write("],\n" if first else "\n ],\n")
         f.write(after)
