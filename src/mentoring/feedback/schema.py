@@ -1,6 +1,7 @@
 """Versioned JSON schemas of mining tasks and operator feedback (pydantic models).
 
-``tasks.json`` (written by ``mentoring mine``)::
+``tasks.json`` (written by ``mentoring mine``; the header indented, each image one line of
+compact JSON, see :func:`write_tasks`)::
 
     {"schema_version": 1, "model": {"name": "baseline", "path": "...", "sha256": "..."},
      "heuristic": "detections", "threshold": 0.5, "stride": 8, "grid": [16, 16],
