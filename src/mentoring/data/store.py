@@ -99,37 +99,17 @@ def digest(*parts: torch.Tensor | StoredImages) -> str:
     return h.hexdigest()
 
 
-def labelled_set(
-    df: pd.DataFrame,
-    root: Path,
-    classes: tuple[str, ...],
-    stride: int,
-    min_coverage: float,
-    cache_mib: float,
-    workers: int = 0,
-) -> tuple[torch.Tensor | StoredImages, torch.Tensor]:
-    """A fully-labelled training set: its images (:func:`open_images`) and cell targets (always
-    in memory: a few hundred bytes an image)."""
-    targets = load_targets(df, root, classes, stride, min_coverage)
-    return open_images(df, root, cache_mib, workers), targets
-
-
 def labelled_split(
     params: Params, manifest: Path, domain: str, split: str, workers: int = 0
 ) -> tuple[list[str], torch.Tensor | StoredImages, torch.Tensor]:
-    """The ids, images and cell targets of a fully-labelled (domain, split) of ``manifest``, with
-    ``params``' classes, stride, coverage and ``base.train_cache_mib``."""
+    """The ids, images (:func:`open_images`) and cell targets of a fully-labelled (domain,
+    split) of ``manifest``, with ``params``' classes, stride, coverage and
+    ``base.train_cache_mib``."""
     df = select(read_manifest(manifest), domain, split)
     if df.empty:
         raise ValueError(f"{manifest}: no images of domain {domain!r}, split {split!r}")
-    line = params.line
-    images, targets = labelled_set(
-        df,
-        data_root(manifest),
-        line.classes,
-        params.model.stride,
-        line.cell_min_coverage,
-        params.base.train_cache_mib,
-        workers,
-    )
+    line, root = params.line, data_root(manifest)
+    # the targets always in memory (a few hundred bytes an image); the images as they fit
+    targets = load_targets(df, root, line.classes, params.model.stride, line.cell_min_coverage)
+    images = open_images(df, root, params.base.train_cache_mib, workers)
     return list(df["image_id"]), images, targets

@@ -74,11 +74,11 @@ def compile_in_place(modules: torch.nn.Module) -> list[str]:
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
-    """sha256 of tensors' bytes: ties a checkpoint to the exact training data, not just ids."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """sha256 of tensors' bytes: ties a checkpoint to the exact training data, not just ids
+    (:func:`mentoring.data.store.digest`, which also hashes images read from the store)."""
+    from mentoring.data.store import digest
+
+    return digest(*tensors)
 
 
 def lr_factor(schedule: str, step: int, warmup: int, total: int) -> float:
