@@ -10,7 +10,11 @@ Measures, on the default segmenter at the default image size, on ``--device`` (d
 3. **The limit**: FLOPs per image (torch's ``FlopCounterMode``: forward, and forward + backward
    for training), the device's measured bf16 and fp32 matmul throughput (8192^2 matmuls), and
    the fraction of the measured bf16 peak each of 1 and 2 reaches.
-4. **The paper's retraining, projected**: 33,000 images (21k original + 12k mentored) x 200
+4. **Variants** (each measured in the same run, so the ratios hold on a noisy machine):
+   ``--fused`` times the training step with Adam's fused kernel (``fused=True``) beside the
+   default (foreach) one; ``--compile`` times training and mining again with the segmenter
+   compiled (``Module.compile``, what ``base.compile`` does), after untimed compiling steps.
+5. **The paper's retraining, projected**: 33,000 images (21k original + 12k mentored) x 200
    epochs at the measured bf16 training speed, in hours.
 
 Times are taken after ``--warmup`` steps, between ``torch.cuda.synchronize()`` calls. Without
@@ -29,9 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from mentoring.config import Params
+from mentoring.config import load_params
 from mentoring.io import write_json
 from mentoring.losses import mentoring_loss
 from mentoring.models.segmenter import Segmenter
@@ -86,15 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (cuDNN autotune)")
     ap.add_argument("--matmul", type=int, default=8192, help="side of the peak-throughput matmul")
     ap.add_argument("--batch", type=int, default=None, help="training batch (train.batch_size)")
+    ap.add_argument("--fused", action="store_true", help="also time Adam's fused kernel")
+    ap.add_argument("--compile", action="store_true", help="also time the compiled segmenter")
+    ap.add_argument("--params", type=Path, default=HERE.parent / "params.yaml", help="params file")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a parameter, e.g. -S model.width=64 (repeat)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gpu.json")
     args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"-S {item!r}: expected KEY=VALUE, e.g. model.width=64")
+        overrides[key.strip()] = yaml.safe_load(value)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         print("gpu.py: no CUDA device visible to torch; nothing measured", file=sys.stderr)
         return 2
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes, as the stages set it
-    params = Params()
+    params = load_params(args.params, overrides)
     arch = model_arch(params)
     size, c, stride = params.line.image_size, len(params.line.classes), params.model.stride
     bs = args.batch or params.train.batch_size
@@ -116,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def train_step(precision: str) -> Callable[[], None]:
+    def train_step(precision: str, fused: bool = False) -> Callable[[], None]:
+        # the state of the default optimiser carries over; a fused one starts its own
+        o = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True) if fused else opt
+
         def step() -> None:
             with autocast(dev, precision):
                 logits = model(x)
@@ -125,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             loss, _, _ = mentoring_loss(
                 logits[:h], targets[:h], logits[h:], targets[h:], annotated[h:]
             )
-            opt.zero_grad(set_to_none=True)
+            o.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            o.step()
 
         return step
 
@@ -136,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     for precision in ("fp32", "bf16"):
         seconds = _timed(train_step(precision), dev, args.warmup, args.steps)
         training[precision] = bs / seconds
+    variants: dict[str, float] = {}
+    if args.fused:
+        for precision in ("fp32", "bf16"):
+            seconds = _timed(train_step(precision, fused=True), dev, args.warmup, args.steps)
+            variants[f"training_fused_adam_{precision}"] = bs / seconds
 
     mbs = params.mine.batch_size
     xm = torch.rand(mbs, params.line.channels, size, size, generator=gen).to(dev)
@@ -147,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.sigmoid(model(xm)).float()
 
     mining = mbs / _timed(mine_step, dev, args.warmup, args.steps)
+    if args.compile:
+        model.compile()  # in place: the same parameters, what base.compile does
+        model.train()
+        for precision in ("fp32", "bf16"):
+            seconds = _timed(train_step(precision), dev, args.warmup + 3, args.steps)
+            variants[f"training_compiled_{precision}"] = bs / seconds
+        model.eval()
+        variants["mining_compiled_bf16"] = mbs / _timed(mine_step, dev, args.warmup + 3, args.steps)
 
     peak = {
         "bf16": matmul_tflops(dev, torch.bfloat16, args.matmul, 10),
@@ -160,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(dev) if cuda else platform.processor() or "cpu",
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "overrides": overrides,
+        "model": arch,
         "image_size": size,
         "train_batch": bs,
         "mine_batch": mbs,
@@ -171,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         "fraction_of_bf16_peak": {
             "training_bf16": fraction(training["bf16"], "train_step"),
             "mining_bf16": fraction(mining, "forward"),
+        },
+        "variants_images_per_s": variants,
+        "variants_over_default": {
+            k: v / (mining if k.startswith("mining") else training[k.rsplit("_", 1)[1]])
+            for k, v in variants.items()
         },
         "paper_retraining": {
             "images": PAPER_IMAGES,

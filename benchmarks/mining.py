@@ -14,6 +14,10 @@
    machine's measured fp32 matmul and convolution throughput, and the fraction of it the bare
    forward and the stage reach.
 
+``--device cuda`` (a GPU node) runs the bare forward and the stage there (``--precision``, NHWC,
+pinned non-blocking copies, what ``base.device: cuda`` does); the limit of 3 is then the GPU
+benchmark's (``benchmarks/gpu.py``). ``--workers`` names the decoding worker counts to time.
+
 Writes ``benchmarks/results/mining.json``. The weights are untrained: the work is the same.
 """
 
@@ -99,8 +103,15 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=1500, help="pool images of the small run")
     ap.add_argument("--factor", type=int, default=10, help="the large run has factor x pool")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of the throughput runs")
+    ap.add_argument("--device", default="cpu", help="torch device of the forward (cpu, cuda)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--workers", default="0,1", help="decoding worker counts of the stage runs")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "mining.json")
     args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device visible to torch")
+    worker_counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         big = args.pool * args.factor
@@ -115,6 +126,9 @@ def main() -> None:
             "model.prior": 0.3,
             "mine.threshold": 0.3,
             "evaluate.n_examples": 4,
+            "base.device": args.device,
+            "base.precision": args.precision,
+            "base.channels_last": cuda,
         }
         params_file = REPO / "params.yaml"
         p = load_params(params_file, overrides)
@@ -143,11 +157,11 @@ def main() -> None:
         for _ in range(args.reps):
             t0 = time.perf_counter()
             with torch.no_grad():
-                predict(model, images, bs)
+                predict(model, images, bs, args.device, args.precision, channels_last=cuda)
             bare.append(time.perf_counter() - t0)
         bare_ips = args.pool / min(bare)
         stage: dict[str, float] = {}
-        for workers in (0, 1):
+        for workers in worker_counts:
             runs = []
             for r in range(args.reps):
                 out, _ = _child(
@@ -193,7 +207,8 @@ def main() -> None:
                 EVAL_CHILD,
             )
             eval_rss[name], eval_out[name] = peak, out
-    # 3. the limit
+    # 3. the limit (of the CPU; a GPU's is benchmarks/gpu.py's)
+    model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     size = p.line.image_size
     x = torch.rand(1, p.line.channels, size, size)
     with FlopCounterMode(display=False) as fc, torch.no_grad():
@@ -208,6 +223,8 @@ def main() -> None:
         conv_gflops = _gflops(lambda: conv(xc), conv_flops, 10)
     peak = max(matmul, conv_gflops)
     result = {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "precision": args.precision,
         "pool": args.pool,
         "factor": args.factor,
         "batch_size": bs,
@@ -237,8 +254,13 @@ def main() -> None:
             "flops_per_image": flops_per_image,
             "matmul_gflops": matmul,
             "conv_gflops": conv_gflops,
-            "bare_forward_fraction_of_peak": bare_ips * flops_per_image / 1e9 / peak,
-            "stage_fraction_of_peak": max(stage.values()) * flops_per_image / 1e9 / peak,
+            # of the CPU's peak: meaningless for a GPU forward (benchmarks/gpu.py has its own)
+            "bare_forward_fraction_of_peak": None
+            if cuda
+            else bare_ips * flops_per_image / 1e9 / peak,
+            "stage_fraction_of_peak": None
+            if cuda
+            else max(stage.values()) * flops_per_image / 1e9 / peak,
         },
     }
     result["pass"] = {

@@ -60,31 +60,38 @@ def extract_areas(
     image_id: str,
 ) -> list[Area]:
     """Detected areas of one image from its (C, h, w) probabilities."""
-    c, _, _ = probs.shape
+    c, _, w = probs.shape
     t = _thresholds(thresholds, c)
     areas: list[Area] = []
     for k in range(c):
-        labels, _ = ndimage.label(probs[k] >= t[k], structure=_EIGHT)
-        # each area's cells within its bounding slices only (not a pass over the grid per area)
-        for lab, (sr, sc) in enumerate(ndimage.find_objects(labels), start=1):
-            r, q = np.nonzero(labels[sr, sc] == lab)
-            rows, cols = r + sr.start, q + sc.start
-            cells = tuple(zip(rows.tolist(), cols.tolist(), strict=True))
-            bbox = (
-                int(cols.min()) * stride,
-                int(rows.min()) * stride,
-                (int(cols.max()) + 1) * stride,
-                (int(rows.max()) + 1) * stride,
-            )
+        labels, n = ndimage.label(probs[k] >= t[k], structure=_EIGHT)
+        if n == 0:
+            continue
+        # every area in one pass over the detected cells: flat indices sorted by label (stable,
+        # so each area's cells stay in row-major order), split per area; tight boxes from
+        # find_objects' slices and each area's maximum from ndimage.maximum
+        flat = labels.ravel()
+        cells_at = np.flatnonzero(flat)
+        cells_at = cells_at[np.argsort(flat[cells_at], kind="stable")]
+        rows, cols = np.divmod(cells_at, w)
+        ends = np.cumsum(np.bincount(flat[cells_at], minlength=n + 1)[1:])
+        maxima = ndimage.maximum(probs[k], labels, index=np.arange(1, n + 1))
+        boxes = ndimage.find_objects(labels)
+        rows_l, cols_l = rows.tolist(), cols.tolist()
+        begin = 0
+        for lab, ((sr, sc), end, score) in enumerate(
+            zip(boxes, ends.tolist(), np.asarray(maxima).tolist(), strict=True), start=1
+        ):
             areas.append(
                 Area(
                     f"{image_id}/{classes[k]}/{lab - 1}",
                     classes[k],
-                    cells,
-                    bbox,
-                    float(probs[k][rows, cols].max()),
+                    tuple(zip(rows_l[begin:end], cols_l[begin:end], strict=True)),
+                    (sc.start * stride, sr.start * stride, sc.stop * stride, sr.stop * stride),
+                    float(score),
                 )
             )
+            begin = end
     return areas
 
 

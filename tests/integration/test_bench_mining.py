@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     out = tmp_path / "mining.json"
-    args = ["--pool", "16", "--factor", "2", "--reps", "1", "--out", str(out)]
+    args = ["--pool", "16", "--factor", "2", "--reps", "1", "--workers", "0,2", "--out", str(out)]
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/mining.py"), *args],
         capture_output=True,
@@ -24,7 +24,7 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r = json.loads(out.read_text())
     t, m, lim = r["throughput"], r["memory"], r["limit"]
-    assert set(t["stage_images_per_s"]) == {"0", "1"}
+    assert set(t["stage_images_per_s"]) == {"0", "2"} and r["device"] == "cpu"
     for w, v in t["stage_images_per_s"].items():
         assert t["stage_over_bare"][w] == pytest.approx(v / t["bare_forward_images_per_s"])
     # the large run mined twice the images, every one of them (worst case: areas everywhere)

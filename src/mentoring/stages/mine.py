@@ -134,9 +134,11 @@ def _task_images(
     df: Any, picked: np.ndarray, scores: np.ndarray, spill: _AreaSpill, per_class: dict[str, int]
 ) -> Iterator[TaskImage]:
     """The task of each picked image in rank order; counts its areas per class on the way."""
-    rows = df.reset_index(drop=True)
+    # the columns as Python lists once (a pandas row lookup per image cost more than the rest)
+    keys = ("image_id", "path", "mapping", "width", "height", "source_uri")
+    cols = {k: df[k].tolist() for k in keys}
     for i in picked:
-        row = rows.iloc[int(i)]
+        row = {k: cols[k][int(i)] for k in keys}
         areas = spill.get(int(i))
         mapping = Mapping.from_json(str(row["mapping"]), int(row["width"]), int(row["height"]))
         ingested = bool(row["mapping"])

@@ -139,7 +139,13 @@ def train(
         modules.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if compile:
         compile_in_place(modules)
-    opt = torch.optim.Adam(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # on CUDA, Adam's fused kernel: 1.14-1.19x the training images/s of the default (foreach)
+    # one at batch 256 on an H200, the same at batch 32 (benchmarks/gpu.py --fused); the CPU
+    # keeps the default, so CPU runs stay bit-identical to earlier versions
+    fused = True if str(device).startswith("cuda") else None
+    opt = torch.optim.Adam(
+        modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
+    )
     steps = source.steps()
     total_steps = cfg.epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(
