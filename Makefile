@@ -96,7 +96,7 @@ bench: $(STAMP) chromium  ## benchmarks: write JSON under benchmarks/results/
 	$(PY) benchmarks/pipeline.py
 
 bench-gpu: $(STAMP)  ## the GPU benchmark (a CUDA node): training bf16/fp32, mining, peak fraction
-	$(PY) benchmarks/gpu.py
+	$(PY) benchmarks/gpu.py $(BENCH_ARGS)
 
 .PHONY: annotate
 annotate: $(STAMP)  ## the mentoring web interface on the demo's mining output (http://127.0.0.1:8000/)

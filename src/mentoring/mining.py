@@ -69,13 +69,14 @@ def extract_areas(
             continue
         # every area in one pass over the detected cells: flat indices sorted by label (stable,
         # so each area's cells stay in row-major order), split per area; tight boxes from
-        # find_objects' slices and each area's maximum from ndimage.maximum
+        # find_objects' slices and each area's maximum by one reduceat over its run of cells
         flat = labels.ravel()
         cells_at = np.flatnonzero(flat)
         cells_at = cells_at[np.argsort(flat[cells_at], kind="stable")]
         rows, cols = np.divmod(cells_at, w)
         ends = np.cumsum(np.bincount(flat[cells_at], minlength=n + 1)[1:])
-        maxima = ndimage.maximum(probs[k], labels, index=np.arange(1, n + 1))
+        starts = np.concatenate(([0], ends[:-1]))
+        maxima = np.maximum.reduceat(probs[k].ravel()[cells_at], starts)
         boxes = ndimage.find_objects(labels)
         rows_l, cols_l = rows.tolist(), cols.tolist()
         begin = 0
