@@ -809,7 +809,8 @@ def table1_cmd(
         str | None,
         typer.Option(
             help="Add the round-2 row of this strategy: round 1's champion (through the gate) "
-            "mines what operators have not answered, round 2 trains on both rounds' labels.",
+            "mines what operators have not answered (round 1's refused candidate, in shadow "
+            "mode, when the champion has nothing left), round 2 trains on both rounds' labels.",
         ),
     ] = None,
 ) -> None:
@@ -840,7 +841,10 @@ def table1_cmd(
         if len(got) == len(per_seed):
             for seed, ev in got.items():
                 per_seed[seed]["evaluations"][name] = ev
-            labels[name] = f"{label(round2)}, round 2 (round 1's champion mines again)"
+            labels[name] = (
+                f"{label(round2)}, round 2 (mined by round 1's champion, or by its refused "
+                "candidate in shadow mode)"
+            )
         else:
             console.print(f"round 2 of {round2}: nothing left to mentor for some seed; no row")
     first = seed_dir(workdir, p.base.seed) / "models"

@@ -672,7 +672,8 @@ def report_rounds(per_seed: dict[int, dict[str, Any]], out: Path) -> dict[str, A
         f"# Multi-round mentoring: {strategy}",
         "",
         f"{n} seed(s) {sorted(per_seed)}, mean ± std. Round 0 is the baseline; each round the "
-        "champion mines what operators have not answered yet, and the candidate trained on "
+        "champion mines what operators have not answered yet (the last refused candidate, in "
+        "shadow mode, when the champion has nothing left), and the candidate trained on "
         "every round's labels is promoted only through the gate.",
         "",
         "| round | operator verdicts | " + " | ".join(keys) + " | promoted (seeds) |",

@@ -121,7 +121,7 @@ def test_experiment_rows_tiny(tmp_path: Path) -> None:
     assert second["variants"] == result["variants"]
 
 
-def _run(tmp_path: Path, *args: str, seeds: int = 2) -> None:
+def _run(tmp_path: Path, *args: str, seeds: int = 2) -> str:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     proc = subprocess.run(
         [CLI, "experiment", *args, "--seeds", str(seeds), *FAST],
@@ -131,6 +131,7 @@ def _run(tmp_path: Path, *args: str, seeds: int = 2) -> None:
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
 
 
 def test_experiment_rounds_tiny(tmp_path: Path) -> None:
@@ -147,12 +148,33 @@ def test_experiment_rounds_tiny(tmp_path: Path) -> None:
     assert curve["verdicts"][0] == 0 and curve["verdicts"][2] > curve["verdicts"][1] > 0
     seed0 = result["per_seed"]["0"]["points"]
     assert seed0[2]["promoted"] in (True, False) and seed0[1]["promoted"] is True
+    assert [p.get("mined_by") for p in seed0] == [None, "baseline", "round-1"]
     # round 2 left out what round 1's operator had answered, and trained on both rounds
     round2 = tmp_path / "results/experiments/work/seed_0/rounds/transfer/round_2"
     assert seed0[2]["n_images_mentored"] > seed0[1]["n_images_mentored"]
     assert json.loads((round2 / "mining/tasks.json").read_text())["model"]["name"] == "round-1"
     assert "round" in (out / "rounds.md").read_text()
     assert (out / "plots/rounds.png").stat().st_size > 5_000
+
+
+def test_a_refused_round_lets_its_candidate_mine_in_shadow(tmp_path: Path) -> None:
+    # a gate that always refuses, every image of interest mined (mine.budget null): round 1
+    # takes all the baseline's areas, so round 2 is mined by round 1's refused candidate
+    out = _run(tmp_path, "rounds", "--rounds", "2", "--strategy", "transfer",
+               "-S", "promotion.min_gain=1", seeds=1)  # fmt: skip
+    assert "the refused round-1 mines in shadow mode" in " ".join(out.split())
+    result = json.loads((tmp_path / "results/experiments/rounds/rounds.json").read_text())
+    points = result["per_seed"]["0"]["points"]
+    assert points[1]["mined_by"] == "baseline" and points[1]["promoted"] is False
+    round2 = tmp_path / "results/experiments/work/seed_0/rounds/transfer/round_2"
+    shadow = json.loads((round2 / "mining/all_tasks.json").read_text())
+    assert shadow["model"]["name"] == "round-1"
+    # a one-epoch candidate detects only what round 1's operator already answered here: the
+    # rounds stop; otherwise round 2 is recorded as mined by it
+    if len(points) == 3:
+        assert points[2]["mined_by"] == "round-1"
+    else:
+        assert "nothing left to mentor; stopping" in " ".join(out.split())
 
 
 @pytest.mark.slow  # about 2 minutes: run by .ci/run after `make test`
@@ -182,4 +204,4 @@ def test_table1_round2_row_tiny(tmp_path: Path) -> None:
     assert "round 2" in table["variants"]["transfer-round2"]["label"]
     assert table["best_combination"] == "transfer+dann"  # round 2 is a row, never a candidate
     md = (tmp_path / "results/table1/table1.md").read_text()
-    assert "round 2 (round 1's champion mines again)" in md
+    assert "round 2 (mined by round 1's champion" in md

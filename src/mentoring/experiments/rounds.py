@@ -14,6 +14,11 @@ Round r (1-based), per seed:
 5. the candidate is evaluated and goes through the promotion gate (``promotion.*``, at
    ``promotion.gate_level``) against the champion: promoted, it mines round r + 1.
 
+A refused candidate stays off the line, but when the champion has nothing left for operators
+(every area it detects is answered: with ``mine.budget: null`` round 1 takes them all), round
+r + 1 is mined by the refused candidate instead, as a model run in shadow mode is: its detections
+are what the next training must correct. Each round records which model mined it.
+
 The curve is new-domain mAP (defect and cell level) against the cumulative number of operator
 verdicts (area verdicts + images flagged healthy).
 """
@@ -63,23 +68,33 @@ def run_rounds(
     points = [{"round": 0, "verdicts": 0, "evaluation": champion_eval, "promoted": True}]
     labels: PartialLabels | None = None
     root = d / f"rounds/{strategy}"
+    refused: tuple[Path, str] | None = None  # the last round's candidate, when the gate refused it
     for r in range(1, rounds + 1):
         rd = root / f"round_{r}"
-        # the budget applies to what is left once answered areas are out, best first
-        mined = mine.run(
-            unbudgeted,
-            manifest,
-            champion,
-            rd / "mining/all_tasks.json",
-            rd / "mine",
-            model_name=name,
-        )
-        tasks = read_tasks(rd / "mining/all_tasks.json")
-        left_out: dict[str, int] = {}
-        if labels is not None:
-            tasks, left_out = unmentored(tasks, labels)
-        if budget is not None:
-            tasks = tasks.model_copy(update={"images": tasks.images[:budget]})
+        miners = [(champion, name)] + ([refused] if refused is not None else [])
+        for i, (miner, miner_name) in enumerate(miners):
+            # the budget applies to what is left once answered areas are out, best first
+            mined = mine.run(
+                unbudgeted,
+                manifest,
+                miner,
+                rd / "mining/all_tasks.json",
+                rd / "mine",
+                model_name=miner_name,
+            )
+            tasks = read_tasks(rd / "mining/all_tasks.json")
+            left_out: dict[str, int] = {}
+            if labels is not None:
+                tasks, left_out = unmentored(tasks, labels)
+            if budget is not None:
+                tasks = tasks.model_copy(update={"images": tasks.images[:budget]})
+            if tasks.images:
+                break
+            if i == 0 and refused is not None:
+                log(
+                    f"seed {params.base.seed}: round {r}: the champion ({name}) has nothing left "
+                    f"to mentor; the refused {refused[1]} mines in shadow mode"
+                )
         write_tasks(rd / "mining/tasks.json", tasks, tasks.images)
         if not tasks.images:
             log(f"seed {params.base.seed}: round {r}: nothing left to mentor; stopping")
@@ -118,10 +133,13 @@ def run_rounds(
             level,
         )
         if decision.promote:
-            champion, champion_eval, name = model, ev, f"round-{r}"
+            champion, champion_eval, name, refused = model, ev, f"round-{r}", None
+        else:
+            refused = (model, f"round-{r}")
         points.append(
             {
                 "round": r,
+                "mined_by": miner_name,
                 "verdicts": total,
                 "evaluation": ev,
                 "promoted": decision.promote,
