@@ -116,7 +116,7 @@ def main() -> None:
             _wait(url, proc, 120)
             rng = np.random.default_rng(0)
             for b in batches:
-                images = rng.random((b, 1, size, size), dtype=np.float32)
+                images = rng.integers(0, 256, (b, 1, size, size), dtype=np.uint8)
                 body = json.dumps({"inputs": images.tolist()}).encode()
                 request = urllib.request.Request(
                     url + "/invocations", body, {"Content-Type": "application/json"}

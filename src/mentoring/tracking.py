@@ -303,13 +303,14 @@ class Tracker:
         from mentoring.models.deploy import DeployedSegmenter, trace
 
         served = DeployedSegmenter(segmenter, classes).cpu().eval()
-        example = np.zeros((1, *image_shape), np.float32)
+        example = np.zeros((1, *image_shape), np.uint8)
         graph = trace(served, image_shape)
         with torch.no_grad():
             out = graph(torch.from_numpy(example)).numpy()
         signature = ModelSignature(
             # unnamed tensors: pyfunc passes a plain ndarray (named ones become a dict)
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]),
+            # uint8 pixels, what a camera gives (the graph scales them as the stages do)
+            inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *image_shape))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *out.shape[1:]))]),
         )
         # a TorchScript graph is saved with torch.jit.save ("pickle" is MLflow's name for it;

@@ -155,7 +155,7 @@ data = CellDataset.from_manifest(
     ("scratch", "crack", "dent", "stain", "hole", "chip"), 8, 0.06)
 images = data.split.images[:4]
 served = mlflow.pyfunc.load_model("models:/defect-segmenter@champion")
-got = served.predict(images.numpy().astype(np.float32) / 255.0)
+got = served.predict(images.numpy())  # uint8 pixels
 model, _ = load_model(f"models/{variant}.pt")
 want = predict(model, images)
 print(json.dumps({"shape": list(got.shape), "diff": float(np.abs(got - want).max())}))

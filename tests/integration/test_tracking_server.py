@@ -129,7 +129,7 @@ def test_train_and_register_against_a_tracking_server(
     served = mlflow.pyfunc.load_model("models:/server-segmenter@champion")
     model, _ = load_model(wd / f"models/{champion_variant}.pt")
     images = torch.randint(0, 256, (3, 1, 128, 128), dtype=torch.uint8)
-    got = served.predict(images.numpy().astype(np.float32) / 255.0)
+    got = served.predict(images.numpy())  # uint8 pixels, as the camera gives them
     np.testing.assert_allclose(got, predict(model, images), atol=1e-5)
 
     # what a promotion deploys is self-contained: `mlflow models serve` runs it with this
@@ -140,7 +140,7 @@ def test_train_and_register_against_a_tracking_server(
         tracking_uri=mlflow_server_uri,
         blocked=("mentoring",),
     ) as url:
-        body = json.dumps({"inputs": (images.numpy().astype(np.float32) / 255.0).tolist()})
+        body = json.dumps({"inputs": images.numpy().tolist()})
         request = urllib.request.Request(
             url + "/invocations", body.encode(), {"Content-Type": "application/json"}
         )

@@ -147,6 +147,9 @@ def test_load_returns_the_torch_module(tmp_path: Path) -> None:
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), seg(x))
+        pixels = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+        served = DeployedSegmenter(seg, ("a", "b"))
+        assert torch.equal(served(pixels), torch.sigmoid(seg(pixels.float() / 255.0)))
 
 
 def test_resolve_registry_uris(registry: Registry) -> None:

@@ -5,7 +5,7 @@ package.
 
 Example:
     >>> model = mlflow.pyfunc.load_model("models:/defect-segmenter@champion")  # doctest: +SKIP
-    >>> probs = model.predict(images)  # (N, C_in, H, W) float32 in [0, 1] -> (N, C, h, w)
+    >>> probs = model.predict(images)  # (N, C_in, H, W) uint8 pixels -> (N, C, h, w)
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from mentoring.models.segmenter import Segmenter
 
 
 class DeployedSegmenter(nn.Module):
-    """Images (N, C_in, H, W), float32 in [0, 1] -> per-area class probabilities (N, C, h, w).
+    """Images (N, C_in, H, W), uint8 pixels as the camera gives them -> per-area class
+    probabilities (N, C, h, w).
 
-    ``classes`` names the C output channels, in order.
+    The pixels are scaled to [0, 1] inside (``/ 255``, the stages' own scaling), so a client sends
+    the raw image: as JSON that is about a fifth of the bytes of floats. ``classes`` names the C
+    output channels, in order.
     """
 
     def __init__(self, segmenter: Segmenter, classes: tuple[str, ...] | list[str]) -> None:
@@ -28,7 +31,7 @@ class DeployedSegmenter(nn.Module):
         self.classes = list(classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.segmenter(images.to(torch.float32)))
+        return torch.sigmoid(self.segmenter(images.to(torch.float32) / 255.0))
 
 
 def trace(served: DeployedSegmenter, image_shape: tuple[int, int, int]) -> torch.jit.ScriptModule:
@@ -43,8 +46,10 @@ def trace(served: DeployedSegmenter, image_shape: tuple[int, int, int]) -> torch
     served = served.eval()
     c, h, w = image_shape
     with torch.no_grad():
-        graph = torch.jit.trace(served, torch.zeros(1, c, h, w), check_trace=False)
-        probe = torch.rand(2, c, 2 * h, w, generator=torch.Generator().manual_seed(0))
+        example = torch.zeros(1, c, h, w, dtype=torch.uint8)
+        graph = torch.jit.trace(served, example, check_trace=False)
+        gen = torch.Generator().manual_seed(0)
+        probe = torch.randint(0, 256, (2, c, 2 * h, w), generator=gen, dtype=torch.uint8)
         if not torch.allclose(graph(probe), served(probe), atol=1e-6):
             raise RuntimeError("the traced segmenter does not reproduce the module")
     assert isinstance(graph, torch.jit.ScriptModule)
