@@ -803,7 +803,22 @@ def report_budget(
             means.append(float(np.mean(vals)))
             stds.append(float(np.std(vals)))
         curves[name] = {"mean": means, "std": stds}
-    result = {"strategy": strategy, "epochs": epochs, "seeds": sorted(per_seed), "curves": curves}
+    # the deployed model's figures, the line each budget is read against
+    baseline: dict[str, dict[str, float]] = {}
+    if all("baseline" in r["evaluations"] for r in per_seed.values()):
+        for name, (dom, lvl, metric) in keys.items():
+            vals = []
+            for r in per_seed.values():
+                m = r["evaluations"]["baseline"]["domains"][dom]
+                vals.append(float((m[lvl] if lvl else m)[metric]))
+            baseline[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    result = {
+        "strategy": strategy,
+        "epochs": epochs,
+        "seeds": sorted(per_seed),
+        "curves": curves,
+        "baseline": baseline,
+    }
     write_json(out / "budget.json", result)
     lines = [
         f"# Epoch budget: {strategy}",
@@ -817,12 +832,17 @@ def report_budget(
     for k, e in enumerate(epochs):
         cells = [str(e)] + [f"{curves[n]['mean'][k]:.3f} ± {curves[n]['std'][k]:.3f}" for n in keys]
         lines.append("| " + " | ".join(cells) + " |")
+    if baseline:
+        cells = ["baseline"] + [
+            f"{baseline[n]['mean']:.3f} ± {baseline[n]['std']:.3f}" for n in keys
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     write_bytes(out / "budget.md", ("\n".join(lines) + "\n").encode())
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, lvl in zip(axes, ("defect", "cell"), strict=True):
         for name, c in curves.items():
             if name.startswith(lvl):
-                ax.errorbar(
+                bar = ax.errorbar(
                     epochs,
                     c["mean"],
                     yerr=c["std"],
@@ -830,9 +850,12 @@ def report_budget(
                     capsize=3,
                     label=name.removeprefix(lvl + " "),
                 )
+                if name in baseline:  # dashed, same colour: the baseline's figure
+                    ax.axhline(baseline[name]["mean"], ls="--", lw=1, color=bar[0].get_color())
         ax.set(xscale="log", xlabel="epochs", title=f"{strategy}, {lvl} level", ylim=(0, 1.02))
         ax.set_xticks(epochs, [str(e) for e in epochs])
+        ax.minorticks_off()  # the log axis's own minor labels overlap the budgets
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, title="dashed: baseline" if baseline else None, title_fontsize=8)
     _save(fig, out / "plots" / "budget.png")
     return result

@@ -192,6 +192,9 @@ def test_experiment_efficiency_and_budget_tiny(tmp_path: Path) -> None:
     out = tmp_path / "results/experiments/budget"
     budget = json.loads((out / "budget.json").read_text())
     assert budget["epochs"] == [1, 2] and len(budget["curves"]["cell new mAP"]["mean"]) == 2
+    # the baseline's figures, the reference each budget is read against (dashed in the plot)
+    assert set(budget["baseline"]) == set(budget["curves"])
+    assert "| baseline |" in (out / "budget.md").read_text()
     assert (out / "plots/budget.png").stat().st_size > 5_000
 
 
