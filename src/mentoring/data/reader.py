@@ -54,7 +54,9 @@ class ManifestImagesMasks(ManifestImages):
         self.masks = [root / p for p in df["mask_path"].astype(str)]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        return super().__getitem__(i), torch.from_numpy(read_mask(self.masks[i], self.size))
+        # writable, as torch wants (newer Pillow/numpy hand out read-only arrays)
+        mask = np.require(read_mask(self.masks[i], self.size), requirements=["C", "W"])
+        return super().__getitem__(i), torch.from_numpy(mask)
 
 
 def labelled_batches(
