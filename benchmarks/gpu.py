@@ -33,10 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from mentoring.config import load_params
+from mentoring.config import ConfigError, load_params, parse_overrides
 from mentoring.io import write_json
 from mentoring.losses import mentoring_loss
 from mentoring.models.segmenter import Segmenter
@@ -98,12 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a parameter, e.g. -S model.width=64 (repeat)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gpu.json")
     args = ap.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"-S {item!r}: expected KEY=VALUE, e.g. model.width=64")
-        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set, example="model.width=64")
+    except ConfigError as exc:
+        ap.error(str(exc))
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         print("gpu.py: no CUDA device visible to torch; nothing measured", file=sys.stderr)

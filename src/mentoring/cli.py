@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mentoring import pipeline_spec as spec
-from mentoring.config import ConfigError, Params, load_params
+from mentoring.config import ConfigError, Params, load_params, parse_overrides
 from mentoring.data.dataset import ImageError
 from mentoring.data.manifest import ManifestError
 
@@ -90,13 +89,7 @@ def _friendly(fn: F) -> F:
 
 
 def _params(path: Path, sets: list[str] | None) -> Params:
-    overrides: dict[str, Any] = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. base.profile=tiny")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return load_params(path, overrides)
+    return load_params(path, parse_overrides(sets))
 
 
 def _md(text: str) -> str:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
@@ -233,14 +232,9 @@ def import_coco_cmd(
 
 def _line_classes(params: Path, sets: list[str] | None) -> list[str]:
     """line.classes of params.yaml with -S overrides (read as an ingested line's)."""
-    from mentoring.config import ConfigError, load_params
+    from mentoring.config import load_params, parse_overrides
 
-    overrides: dict[str, Any] = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. line.classes=[a,b]")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_overrides(sets, example="line.classes=[a,b]")
     overrides.setdefault("line.source", "folder")  # any class names, as for an ingested line
     return list(load_params(params, overrides).line.classes)
 

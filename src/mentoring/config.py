@@ -520,6 +520,22 @@ def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Pa
         raise ConfigError(f"{source}: invalid parameters:\n  " + "\n  ".join(lines)) from None
 
 
+def parse_overrides(items: list[str] | None, example: str = "base.profile=tiny") -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--set``/``-S``) -> ``{KEY: VALUE read as YAML}`` for
+    :func:`load_params`.
+
+    Raises:
+        ConfigError: an item without ``=`` or without a key (the message shows ``example``).
+    """
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. {example}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def load_params(
     path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> Params:

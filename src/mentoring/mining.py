@@ -81,7 +81,7 @@ def extract_areas(
         rows_l, cols_l = rows.tolist(), cols.tolist()
         begin = 0
         for lab, ((sr, sc), end, score) in enumerate(
-            zip(boxes, ends.tolist(), np.asarray(maxima).tolist(), strict=True), start=1
+            zip(boxes, ends.tolist(), maxima.tolist(), strict=True), start=1
         ):
             areas.append(
                 Area(

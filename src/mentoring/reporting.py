@@ -792,26 +792,29 @@ def report_budget(
         "cell original mAP": ("original", None, "map"),
         "cell new precision": ("new", None, "precision"),
     }
+
+    def seeds_of(row: str, key: str) -> list[float]:
+        """``key``'s value of evaluation ``row``, one per seed."""
+        dom, lvl, metric = keys[key]
+        out = []
+        for r in per_seed.values():
+            m = r["evaluations"][row]["domains"][dom]
+            out.append(float((m[lvl] if lvl else m)[metric]))
+        return out
+
     curves: dict[str, dict[str, list[float]]] = {}
-    for name, (dom, lvl, metric) in keys.items():
-        means, stds = [], []
-        for e in epochs:
-            vals = []
-            for r in per_seed.values():
-                m = r["evaluations"][f"{strategy}-e{e}"]["domains"][dom]
-                vals.append(float((m[lvl] if lvl else m)[metric]))
-            means.append(float(np.mean(vals)))
-            stds.append(float(np.std(vals)))
-        curves[name] = {"mean": means, "std": stds}
+    for name in keys:
+        vals = [seeds_of(f"{strategy}-e{e}", name) for e in epochs]
+        curves[name] = {
+            "mean": [float(np.mean(v)) for v in vals],
+            "std": [float(np.std(v)) for v in vals],
+        }
     # the deployed model's figures, the line each budget is read against
     baseline: dict[str, dict[str, float]] = {}
     if all("baseline" in r["evaluations"] for r in per_seed.values()):
-        for name, (dom, lvl, metric) in keys.items():
-            vals = []
-            for r in per_seed.values():
-                m = r["evaluations"]["baseline"]["domains"][dom]
-                vals.append(float((m[lvl] if lvl else m)[metric]))
-            baseline[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+        for name in keys:
+            v = seeds_of("baseline", name)
+            baseline[name] = {"mean": float(np.mean(v)), "std": float(np.std(v))}
     result = {
         "strategy": strategy,
         "epochs": epochs,
