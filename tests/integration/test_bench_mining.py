@@ -8,13 +8,30 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _trained_stand_in(path: Path) -> Path:
+    """A model file as a trained one is saved, whose weights detect almost nothing (a very low
+    prior): the realistic case's path, without a training in the test."""
+    from mentoring.config import load_params
+    from mentoring.models.segmenter import Segmenter
+    from mentoring.models.store import save_model
+    from mentoring.training.outputs import model_arch
+
+    p = load_params(REPO / "params.yaml", {"model.prior": 0.001})
+    torch.manual_seed(0)
+    save_model(path, Segmenter(**model_arch(p)).eval(), model_arch(p), p.line.classes)
+    return path
+
+
 def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     out = tmp_path / "mining.json"
+    model = _trained_stand_in(tmp_path / "trained.pt")
     args = ["--pool", "16", "--factor", "2", "--reps", "1", "--workers", "0,2", "--out", str(out)]
+    args += ["--model", str(model)]
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/mining.py"), *args],
         capture_output=True,
@@ -43,4 +60,23 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
         e["peak_rss_mib"]["large"] / e["peak_rss_mib"]["small"]
     )
     assert all(0 <= run["new_map"] <= 1 for run in e["runs"].values())
-    assert set(r["pass"]) == {"throughput", "memory", "evaluation_memory"}
+    assert set(r["pass"]) == {"throughput", "memory", "evaluation_memory", "throughput_trained"}
+    # the realistic case: the given model on the same 16 images, at the params' own threshold
+    tt = r["throughput_trained"]
+    assert tt["model"] == str(model) and tt["threshold"] == 0.5
+    assert set(tt["stage_images_per_s"]) == {"0", "2"}
+    for w, v in tt["stage_images_per_s"].items():
+        assert tt["stage_over_bare"][w] == pytest.approx(v / tt["bare_forward_images_per_s"])
+    # a prior of 0.001 detects far fewer areas than the worst case's 0.3 (about 25 an image)
+    assert tt["areas_per_image"] == pytest.approx(tt["n_areas"] / 16)
+    assert tt["n_areas"] < m["mined"]["small"]["n_areas"]
+
+
+def test_mining_benchmark_names_a_missing_model(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/mining.py"), "--model", str(tmp_path / "no.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "no.pt: no such file" in proc.stderr
