@@ -42,7 +42,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
-from mentoring.mining import extract_areas
+from mentoring.mining import extract_areas_batch
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as mining's areas
 
@@ -131,6 +131,9 @@ class DefectAccumulator:
         elif self.grid != (hc, wc):
             raise ValueError(f"a batch of grid {(hc, wc)} after batches of grid {self.grid}")
         gts, dts = self.gts, self.dts
+        found = extract_areas_batch(
+            probs, self.classes, self.detect_threshold, 1, [str(self.n + j) for j in range(n)]
+        )
         for j in range(n):
             image_id = self.n + j + 1  # COCO ids from 1
             for k, cells in mask_defects(masks[j], c, stride, self.min_coverage):
@@ -144,9 +147,7 @@ class DefectAccumulator:
                         "iscrowd": 0,
                     }
                 )
-            for area in extract_areas(
-                probs[j], self.classes, self.detect_threshold, 1, str(image_id - 1)
-            ):
+            for area in found[j]:
                 cells = np.zeros((hc, wc), bool)
                 rows, cols = zip(*area.cells, strict=True)
                 cells[list(rows), list(cols)] = True

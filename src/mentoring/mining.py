@@ -60,40 +60,72 @@ def extract_areas(
     image_id: str,
 ) -> list[Area]:
     """Detected areas of one image from its (C, h, w) probabilities."""
-    c, _, w = probs.shape
-    t = _thresholds(thresholds, c)
-    areas: list[Area] = []
-    for k in range(c):
-        labels, n = ndimage.label(probs[k] >= t[k], structure=_EIGHT)
-        if n == 0:
-            continue
-        # every area in one pass over the detected cells: flat indices sorted by label (stable,
-        # so each area's cells stay in row-major order), split per area; tight boxes from
-        # find_objects' slices and each area's maximum by one reduceat over its run of cells
-        flat = labels.ravel()
-        cells_at = np.flatnonzero(flat)
-        cells_at = cells_at[np.argsort(flat[cells_at], kind="stable")]
-        rows, cols = np.divmod(cells_at, w)
-        ends = np.cumsum(np.bincount(flat[cells_at], minlength=n + 1)[1:])
-        starts = np.concatenate(([0], ends[:-1]))
-        maxima = np.maximum.reduceat(probs[k].ravel()[cells_at], starts)
-        boxes = ndimage.find_objects(labels)
-        rows_l, cols_l = rows.tolist(), cols.tolist()
-        begin = 0
-        for lab, ((sr, sc), end, score) in enumerate(
-            zip(boxes, ends.tolist(), maxima.tolist(), strict=True), start=1
-        ):
-            areas.append(
-                Area(
-                    f"{image_id}/{classes[k]}/{lab - 1}",
-                    classes[k],
-                    tuple(zip(rows_l[begin:end], cols_l[begin:end], strict=True)),
-                    (sc.start * stride, sr.start * stride, sc.stop * stride, sr.stop * stride),
-                    float(score),
-                )
+    return extract_areas_batch(probs[None], classes, thresholds, stride, [image_id])[0]
+
+
+#: 8-connectivity within each (image, class) plane of an (N, C, h, w) array, none across planes
+_PLANES = np.zeros((3, 3, 3, 3), dtype=bool)
+_PLANES[1, 1] = _EIGHT
+
+
+def extract_areas_batch(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    thresholds: float | Sequence[float],
+    stride: int,
+    image_ids: Sequence[str],
+) -> list[list[Area]]:
+    """Detected areas of each image of an (N, C, h, w) batch of probabilities: the same areas,
+    in the same order, as :func:`extract_areas` on each image, in one labelling of the batch."""
+    n, c, h, w = probs.shape
+    out: list[list[Area]] = [[] for _ in range(n)]
+    t = _thresholds(thresholds, c).reshape(1, c, 1, 1)
+    labels, count = ndimage.label(probs >= t, structure=_PLANES)
+    if count == 0:
+        return out
+    # every area in one pass over the detected cells: flat indices sorted by label (stable, so
+    # each area's cells stay in row-major order), split per area. Labels are numbered in raster
+    # order, so a plane's labels are consecutive and its k-th area is label - its first label.
+    flat = labels.ravel()
+    cells_at = np.flatnonzero(flat)
+    cells_at = cells_at[np.argsort(flat[cells_at], kind="stable")]
+    plane_of_cell, in_plane = np.divmod(cells_at, h * w)
+    rows, cols = np.divmod(in_plane, w)
+    ends = np.cumsum(np.bincount(flat[cells_at], minlength=count + 1)[1:])
+    starts = np.concatenate(([0], ends[:-1]))
+    maxima = np.maximum.reduceat(probs.ravel()[cells_at], starts)
+    plane = plane_of_cell[starts]  # non-decreasing
+    k = np.arange(count) - np.searchsorted(plane, plane, side="left")
+    # tight boxes in cells, then pixels (x1/y1 exclusive)
+    y0 = np.minimum.reduceat(rows, starts) * stride
+    y1 = (np.maximum.reduceat(rows, starts) + 1) * stride
+    x0 = np.minimum.reduceat(cols, starts) * stride
+    x1 = (np.maximum.reduceat(cols, starts) + 1) * stride
+    rows_l, cols_l = rows.tolist(), cols.tolist()
+    begin = 0
+    for end, p, kk, score, bx0, by0, bx1, by1 in zip(
+        ends.tolist(),
+        plane.tolist(),
+        k.tolist(),
+        maxima.tolist(),
+        x0.tolist(),
+        y0.tolist(),
+        x1.tolist(),
+        y1.tolist(),
+        strict=True,
+    ):
+        i, ci = divmod(p, c)
+        out[i].append(
+            Area(
+                f"{image_ids[i]}/{classes[ci]}/{kk}",
+                classes[ci],
+                tuple(zip(rows_l[begin:end], cols_l[begin:end], strict=True)),
+                (bx0, by0, bx1, by1),
+                float(score),
             )
-            begin = end
-    return areas
+        )
+        begin = end
+    return out
 
 
 class Heuristic(Protocol):

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from mentoring.mining import (
+    Area,
     Detections,
     Entropy,
     Heuristic,
     Random,
     Uncertainty,
     extract_areas,
+    extract_areas_batch,
     make_heuristic,
     mine,
 )
@@ -215,32 +217,61 @@ def test_random_picks_a_seeded_sample_of_any_images() -> None:
     assert len(mine(probs, Random(), ids=ids)) == 40  # no budget: every image
 
 
-def test_extraction_matches_a_whole_grid_pass_per_area_on_random_maps() -> None:
-    """The per-slice extraction gives the areas a plain per-label pass over the grid gives:
-    same ids, cells in row-major order, boxes and scores (interleaved, touching, nested areas)."""
+def _per_label_reference(
+    p: np.ndarray, thresholds: tuple[float, ...], image_id: str
+) -> list[tuple[object, ...]]:
+    """A plain per-label pass over each class's grid: the areas extraction must give."""
     from scipy import ndimage
 
+    want: list[tuple[object, ...]] = []
+    for k, t in enumerate(thresholds):
+        labels, n = ndimage.label(p[k] >= t, structure=np.ones((3, 3), bool))
+        for lab in range(1, n + 1):
+            rows, cols = np.nonzero(labels == lab)
+            want.append(
+                (
+                    f"{image_id}/{CLASSES[k]}/{lab - 1}",
+                    list(zip(rows.tolist(), cols.tolist(), strict=True)),
+                    (cols.min() * 8, rows.min() * 8, (cols.max() + 1) * 8, (rows.max() + 1) * 8),
+                    float(p[k][rows, cols].max()),
+                )
+            )
+    return want
+
+
+def _fields(areas: list[Area]) -> list[tuple[object, ...]]:
+    return [(a.area_id, list(a.cells), a.bbox, a.score) for a in areas]
+
+
+def test_extraction_matches_a_whole_grid_pass_per_area_on_random_maps() -> None:
+    """The extraction gives the areas a plain per-label pass over the grid gives: same ids,
+    cells in row-major order, boxes and scores (interleaved, touching, nested areas)."""
     rng = np.random.default_rng(3)
     for _ in range(20):
         p = rng.random((2, 16, 16)).astype(np.float32)
         got = extract_areas(p, CLASSES, [0.6, 0.4], stride=8, image_id="img")
-        want = []
-        for k, t in enumerate((0.6, 0.4)):
-            labels, n = ndimage.label(p[k] >= t, structure=np.ones((3, 3), bool))
-            for lab in range(1, n + 1):
-                rows, cols = np.nonzero(labels == lab)
-                want.append(
-                    (
-                        f"img/{CLASSES[k]}/{lab - 1}",
-                        list(zip(rows.tolist(), cols.tolist(), strict=True)),
-                        (
-                            cols.min() * 8,
-                            rows.min() * 8,
-                            (cols.max() + 1) * 8,
-                            (rows.max() + 1) * 8,
-                        ),
-                        float(p[k][rows, cols].max()),
-                    )
-                )
-        assert [(a.area_id, list(a.cells), a.bbox, a.score) for a in got] == want
+        want = _per_label_reference(p, (0.6, 0.4), "img")
+        assert _fields(got) == want
         assert len(want) > 3  # the maps do have several areas per class
+
+
+def test_batch_extraction_is_each_image_s_own_areas() -> None:
+    """One labelling of an (N, C, h, w) batch gives each image the areas of its own per-label
+    pass: no area joins cells of two images or two classes (the planes touch in the array),
+    ids count from 0 per image and class, images without a detection get none."""
+    rng = np.random.default_rng(4)
+    p = rng.random((6, 2, 16, 16)).astype(np.float32)
+    p[2] = 0.0  # an image with nothing detected, between images with areas
+    p[4, 0] = 0.9  # one class's whole plane detected: a single area covering the grid
+    ids = [f"new-pool-{i:06d}" for i in range(6)]
+    got = extract_areas_batch(p, CLASSES, [0.7, 0.45], stride=8, image_ids=ids)
+    assert len(got) == 6 and got[2] == []
+    for i in range(6):
+        assert _fields(got[i]) == _per_label_reference(p[i], (0.7, 0.45), ids[i])
+    whole = [a for a in got[4] if a.cls == CLASSES[0]]
+    assert len(whole) == 1 and len(whole[0].cells) == 256 and whole[0].bbox == (0, 0, 128, 128)
+    assert extract_areas_batch(np.zeros((3, 2, 4, 4), np.float32), CLASSES, 0.5, 8, "abc") == [
+        [],
+        [],
+        [],
+    ]

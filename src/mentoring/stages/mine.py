@@ -22,7 +22,7 @@ from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.evaluation import stream_predictions
 from mentoring.feedback.schema import MiningTasks, TaskArea, TaskImage, write_tasks
 from mentoring.io import write_json
-from mentoring.mining import Area, extract_areas, make_heuristic, rank
+from mentoring.mining import Area, extract_areas_batch, make_heuristic, rank
 from mentoring.registry import open_model
 from mentoring.runtime import progress_bar, setup_torch
 
@@ -74,14 +74,16 @@ def run(
             for start, probs in batches:
                 s = heuristic.score(probs)  # once: for the ranking and the tasks' scores
                 scores[start : start + len(s)] = s
-                for j in np.flatnonzero(s > 0):
-                    i = start + int(j)
-                    spill.put(
-                        i,
-                        extract_areas(
-                            probs[j], classes, cfg.threshold, params.model.stride, ids[i]
-                        ),
-                    )
+                kept = start + np.flatnonzero(s > 0)
+                found = extract_areas_batch(
+                    probs[kept - start],
+                    classes,
+                    cfg.threshold,
+                    params.model.stride,
+                    [ids[i] for i in kept.tolist()],
+                )
+                for i, areas in zip(kept.tolist(), found, strict=True):
+                    spill.put(i, areas)
                 grid = (int(probs.shape[2]), int(probs.shape[3]))
                 advance(len(s))
         picked = rank(scores, cfg.budget, params.base.seed, ids)
