@@ -68,21 +68,73 @@ _PLANES = np.zeros((3, 3, 3, 3), dtype=bool)
 _PLANES[1, 1] = _EIGHT
 
 
-def extract_areas_batch(
-    probs: np.ndarray,
-    classes: Sequence[str],
-    thresholds: float | Sequence[float],
-    stride: int,
-    image_ids: Sequence[str],
-) -> list[list[Area]]:
-    """Detected areas of each image of an (N, C, h, w) batch of probabilities: the same areas,
-    in the same order, as :func:`extract_areas` on each image, in one labelling of the batch."""
+@dataclass(frozen=True)
+class AreaArrays:
+    """The detected areas of one image as a few numpy arrays (compact to keep or spill: no
+    Python object per area or cell); :meth:`areas` makes the :class:`Area` objects.
+
+    Attributes:
+        cls: (n,) class index of each area.
+        k: (n,) index of each area within its class (the ``<k>`` of its id).
+        bbox: (n, 4) x0, y0, x1, y1 in pixels, x1/y1 exclusive.
+        score: (n,) highest probability of the class over each area's cells.
+        ends: (n,) end of each area's run of cells in ``rows``/``cols``.
+        rows, cols: every area's cells, area by area, row-major within an area.
+    """
+
+    cls: np.ndarray
+    k: np.ndarray
+    bbox: np.ndarray
+    score: np.ndarray
+    ends: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cls)
+
+    def areas(self, classes: Sequence[str], image_id: str) -> list[Area]:
+        """The areas as :class:`Area` objects, ids ``<image_id>/<class>/<k>``."""
+        rows_l, cols_l = self.rows.tolist(), self.cols.tolist()
+        out: list[Area] = []
+        begin = 0
+        for ci, kk, end, score, box in zip(
+            self.cls.tolist(),
+            self.k.tolist(),
+            self.ends.tolist(),
+            self.score.tolist(),
+            self.bbox.tolist(),
+            strict=True,
+        ):
+            out.append(
+                Area(
+                    f"{image_id}/{classes[ci]}/{kk}",
+                    classes[ci],
+                    tuple(zip(rows_l[begin:end], cols_l[begin:end], strict=True)),
+                    (box[0], box[1], box[2], box[3]),
+                    float(score),
+                )
+            )
+            begin = end
+        return out
+
+
+_NONE = np.zeros(0, np.int64)
+_EMPTY = AreaArrays(
+    _NONE, _NONE, np.zeros((0, 4), np.int64), np.zeros(0, np.float32), _NONE, _NONE, _NONE
+)
+
+
+def extract_area_arrays(
+    probs: np.ndarray, thresholds: float | Sequence[float], stride: int
+) -> list[AreaArrays]:
+    """Detected areas of each image of an (N, C, h, w) batch of probabilities, as arrays, in
+    one labelling of the batch (8-connected within each image-class plane, none across)."""
     n, c, h, w = probs.shape
-    out: list[list[Area]] = [[] for _ in range(n)]
     t = _thresholds(thresholds, c).reshape(1, c, 1, 1)
     labels, count = ndimage.label(probs >= t, structure=_PLANES)
     if count == 0:
-        return out
+        return [_EMPTY] * n
     # every area in one pass over the detected cells: flat indices sorted by label (stable, so
     # each area's cells stay in row-major order), split per area. Labels are numbered in raster
     # order, so a plane's labels are consecutive and its k-th area is label - its first label.
@@ -96,36 +148,55 @@ def extract_areas_batch(
     maxima = np.maximum.reduceat(probs.ravel()[cells_at], starts)
     plane = plane_of_cell[starts]  # non-decreasing
     k = np.arange(count) - np.searchsorted(plane, plane, side="left")
-    # tight boxes in cells, then pixels (x1/y1 exclusive)
-    y0 = np.minimum.reduceat(rows, starts) * stride
-    y1 = (np.maximum.reduceat(rows, starts) + 1) * stride
-    x0 = np.minimum.reduceat(cols, starts) * stride
-    x1 = (np.maximum.reduceat(cols, starts) + 1) * stride
-    rows_l, cols_l = rows.tolist(), cols.tolist()
-    begin = 0
-    for end, p, kk, score, bx0, by0, bx1, by1 in zip(
-        ends.tolist(),
-        plane.tolist(),
-        k.tolist(),
-        maxima.tolist(),
-        x0.tolist(),
-        y0.tolist(),
-        x1.tolist(),
-        y1.tolist(),
-        strict=True,
-    ):
-        i, ci = divmod(p, c)
-        out[i].append(
-            Area(
-                f"{image_ids[i]}/{classes[ci]}/{kk}",
-                classes[ci],
-                tuple(zip(rows_l[begin:end], cols_l[begin:end], strict=True)),
-                (bx0, by0, bx1, by1),
-                float(score),
+    bbox = np.stack(
+        [
+            np.minimum.reduceat(cols, starts) * stride,
+            np.minimum.reduceat(rows, starts) * stride,
+            (np.maximum.reduceat(cols, starts) + 1) * stride,
+            (np.maximum.reduceat(rows, starts) + 1) * stride,
+        ],
+        axis=1,
+    )
+    image, cls = np.divmod(plane, c)
+    # each image's run of areas, then of cells
+    area_bounds = np.searchsorted(image, np.arange(n + 1), side="left")
+    out: list[AreaArrays] = []
+    for i in range(n):
+        a0, a1 = int(area_bounds[i]), int(area_bounds[i + 1])
+        if a0 == a1:
+            out.append(_EMPTY)
+            continue
+        c0 = int(starts[a0])
+        c1 = int(ends[a1 - 1])
+        out.append(
+            AreaArrays(
+                cls[a0:a1].copy(),
+                k[a0:a1].copy(),
+                bbox[a0:a1].copy(),
+                maxima[a0:a1].copy(),
+                ends[a0:a1] - c0,
+                rows[c0:c1].astype(np.int16),
+                cols[c0:c1].astype(np.int16),
             )
         )
-        begin = end
     return out
+
+
+def extract_areas_batch(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    thresholds: float | Sequence[float],
+    stride: int,
+    image_ids: Sequence[str],
+) -> list[list[Area]]:
+    """Detected areas of each image of an (N, C, h, w) batch of probabilities: the same areas,
+    in the same order, as :func:`extract_areas` on each image, in one labelling of the batch."""
+    return [
+        a.areas(classes, image_id)
+        for a, image_id in zip(
+            extract_area_arrays(probs, thresholds, stride), image_ids, strict=True
+        )
+    ]
 
 
 class Heuristic(Protocol):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +22,7 @@ from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.evaluation import stream_predictions
 from mentoring.feedback.schema import MiningTasks, TaskArea, TaskImage, write_tasks
 from mentoring.io import write_json
-from mentoring.mining import Area, extract_areas_batch, make_heuristic, rank
+from mentoring.mining import AreaArrays, extract_area_arrays, make_heuristic, rank
 from mentoring.registry import open_model
 from mentoring.runtime import progress_bar, setup_torch
 
@@ -74,16 +74,10 @@ def run(
             for start, probs in batches:
                 s = heuristic.score(probs)  # once: for the ranking and the tasks' scores
                 scores[start : start + len(s)] = s
-                kept = start + np.flatnonzero(s > 0)
-                found = extract_areas_batch(
-                    probs[kept - start],
-                    classes,
-                    cfg.threshold,
-                    params.model.stride,
-                    [ids[i] for i in kept.tolist()],
-                )
-                for i, areas in zip(kept.tolist(), found, strict=True):
-                    spill.put(i, areas)
+                kept = np.flatnonzero(s > 0)
+                found = extract_area_arrays(probs[kept], cfg.threshold, params.model.stride)
+                for j, areas in zip(kept.tolist(), found, strict=True):
+                    spill.put(start + j, areas)
                 grid = (int(probs.shape[2]), int(probs.shape[3]))
                 advance(len(s))
         picked = rank(scores, cfg.budget, params.base.seed, ids)
@@ -99,7 +93,7 @@ def run(
         )
         per_class = dict.fromkeys(classes, 0)
         # the picked images are serialised one by one, their areas read back from the spill
-        write_tasks(tasks_out, header, _task_images(df, picked, scores, spill, per_class))
+        write_tasks(tasks_out, header, _task_images(df, picked, scores, spill, classes, per_class))
     n_areas = sum(per_class.values())
     metrics = {
         "n_pool": len(ids),
@@ -114,26 +108,32 @@ def run(
 
 
 class _AreaSpill:
-    """The detected areas of the images of interest, pickled to a temporary file as they come:
-    memory keeps one file offset per pool image, whatever the number of areas."""
+    """The detected areas of the images of interest, pickled to a temporary file as they come
+    (a few numpy arrays an image): memory keeps one file offset per pool image, whatever the
+    number of areas."""
 
     def __init__(self, file: IO[bytes], n: int) -> None:
         self.file = file
         self.offset = np.full(n, -1, np.int64)
 
-    def put(self, i: int, areas: list[Area]) -> None:
+    def put(self, i: int, areas: AreaArrays) -> None:
         self.file.seek(0, 2)
         self.offset[i] = self.file.tell()
         pickle.dump(areas, self.file, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def get(self, i: int) -> list[Area]:
+    def get(self, i: int) -> AreaArrays:
         self.file.seek(int(self.offset[i]))
-        areas: list[Area] = pickle.load(self.file)  # our own spill file of this run
+        areas: AreaArrays = pickle.load(self.file)  # our own spill file of this run
         return areas
 
 
 def _task_images(
-    df: Any, picked: np.ndarray, scores: np.ndarray, spill: _AreaSpill, per_class: dict[str, int]
+    df: Any,
+    picked: np.ndarray,
+    scores: np.ndarray,
+    spill: _AreaSpill,
+    classes: Sequence[str],
+    per_class: dict[str, int],
 ) -> Iterator[TaskImage]:
     """The task of each picked image in rank order; counts its areas per class on the way."""
     # the columns as Python lists once (a pandas row lookup per image cost more than the rest)
@@ -141,7 +141,7 @@ def _task_images(
     cols = {k: df[k].tolist() for k in keys}
     for i in picked:
         row = {k: cols[k][int(i)] for k in keys}
-        areas = spill.get(int(i))
+        areas = spill.get(int(i)).areas(classes, str(row["image_id"]))
         mapping = Mapping.from_json(str(row["mapping"]), int(row["width"]), int(row["height"]))
         ingested = bool(row["mapping"])
         for a in areas:
