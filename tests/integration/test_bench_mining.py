@@ -51,6 +51,12 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
         m["peak_rss_mib"]["large"] / m["peak_rss_mib"]["small"]
     )
     assert m["peak_rss_mib"]["small"] > 100  # a real process with torch loaded, in MiB
+    # the steady rate: the 16 extra images of the large run over its extra seconds
+    extra = m["mined"]["large"]["seconds"] - m["mined"]["small"]["seconds"]
+    assert m["marginal_images_per_s"] == pytest.approx(16 / extra)
+    assert m["marginal_over_bare"] == pytest.approx(
+        m["marginal_images_per_s"] / t["bare_forward_images_per_s"]
+    )
     # the default segmenter at 128 x 128: about 0.16 GFLOPs per image
     assert 1e8 < lim["flops_per_image"] < 1e9
     assert 0 < lim["bare_forward_fraction_of_peak"] <= 1.5
