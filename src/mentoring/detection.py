@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -42,7 +43,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
-from mentoring.mining import extract_areas_batch
+from mentoring.mining import extract_area_arrays
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as mining's areas
 
@@ -90,9 +91,12 @@ def _rle(cells: np.ndarray) -> dict[str, Any]:
 class DefectAccumulator:
     """Defect-level metrics over batches of (probabilities, masks), in bounded memory.
 
-    Keeps each image's ground-truth defects and detected areas as cell-resolution RLEs (what
-    COCOeval needs), never the images or their probabilities. Adding the batches of a set in
-    order gives exactly what the whole set gives (:func:`defect_metrics`).
+    Keeps the ground-truth defects and detected areas of at most ``chunk_images`` images as
+    cell-resolution RLEs (what COCOeval matches); each full chunk is matched by COCOeval and
+    reduced to what the AP and the counts need: per detection its score, whether it matched and
+    whether it is ignored; per defect whether it is ignored. Memory grows by a few bytes a
+    detection, never with the images or their masks. Adding the batches of a set in order gives
+    exactly what the whole set in one chunk gives (:func:`defect_metrics`; tested).
     """
 
     def __init__(
@@ -103,7 +107,10 @@ class DefectAccumulator:
         threshold: float = 0.5,
         detect_threshold: float = 0.5,
         match_iou: float = 0.1,
+        chunk_images: int = 512,
     ) -> None:
+        if chunk_images < 1:
+            raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
         self.classes = list(classes)
         self.stride, self.min_coverage = stride, min_coverage
         self.threshold, self.detect_threshold, self.match_iou = (
@@ -111,10 +118,23 @@ class DefectAccumulator:
             detect_threshold,
             match_iou,
         )
+        self.chunk_images = chunk_images
         self.n = 0
         self.grid: tuple[int, int] | None = None
+        # the chunk not yet matched: its images' defects and detections (COCO dicts)
+        self.chunk_n = 0
         self.gts: list[dict[str, Any]] = []
         self.dts: list[dict[str, Any]] = []
+        # what the matched chunks left, per class: COCOeval's per-image results, merged
+        c = len(self.classes)
+        self._scores: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self._matched: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self._dt_ignore: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self._gt_ignore: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self.n_defects = np.zeros(c, int)
+        self.det_tp = np.zeros(c, int)
+        self.det_all = np.zeros(c, int)
+        self.found = np.zeros(c, int)
 
     def add(self, probs: np.ndarray, masks: np.ndarray) -> None:
         """One batch: (B, C, h, w) probabilities and (B, H, W) class-index masks."""
@@ -130,12 +150,10 @@ class DefectAccumulator:
             self.grid = (hc, wc)
         elif self.grid != (hc, wc):
             raise ValueError(f"a batch of grid {(hc, wc)} after batches of grid {self.grid}")
-        gts, dts = self.gts, self.dts
-        found = extract_areas_batch(
-            probs, self.classes, self.detect_threshold, 1, [str(self.n + j) for j in range(n)]
-        )
+        found = extract_area_arrays(probs, self.detect_threshold, 1)
         for j in range(n):
-            image_id = self.n + j + 1  # COCO ids from 1
+            gts, dts = self.gts, self.dts
+            image_id = self.chunk_n + 1  # COCO ids from 1, within the chunk
             for k, cells in mask_defects(masks[j], c, stride, self.min_coverage):
                 gts.append(
                     {
@@ -147,24 +165,63 @@ class DefectAccumulator:
                         "iscrowd": 0,
                     }
                 )
-            for area in found[j]:
+            a = found[j]
+            begin = 0
+            for cls, end, score in zip(
+                a.cls.tolist(), a.ends.tolist(), a.score.tolist(), strict=True
+            ):
                 cells = np.zeros((hc, wc), bool)
-                rows, cols = zip(*area.cells, strict=True)
-                cells[list(rows), list(cols)] = True
+                cells[a.rows[begin:end], a.cols[begin:end]] = True
+                begin = end
                 dts.append(
                     {
                         "id": len(dts) + 1,
                         "image_id": image_id,
-                        "category_id": self.classes.index(area.cls) + 1,
+                        "category_id": cls + 1,
                         "segmentation": _rle(cells),
                         "area": float(cells.sum()),
-                        "score": area.score,
+                        "score": float(score),
                     }
                 )
-        self.n += n
+            self.chunk_n += 1
+            self.n += 1
+            if self.chunk_n == self.chunk_images:
+                self._match_chunk()
+
+    def _match_chunk(self) -> None:
+        """COCOeval's matching of the pending chunk, reduced to scores, matches and ignores."""
+        if self.chunk_n == 0:
+            return
+        hc, wc = self.grid or (0, 0)
+        ev = _coco_eval(
+            self.classes, self.chunk_n, (hc, wc), self.gts, self.dts, self.match_iou, evaluate=True
+        )
+        score_of = {d["id"]: d["score"] for d in self.dts}
+        for g in self.gts:
+            self.n_defects[g["category_id"] - 1] += 1
+        # counts at ``threshold`` from the per-image matches (greedy by score, so the
+        # detections above the threshold are matched exactly as if the others did not exist)
+        for e in ev.evalImgs:  # class by class, image by image: accumulate()'s order
+            if e is None:
+                continue
+            k = e["category_id"] - 1
+            scores = np.asarray(e["dtScores"], float)
+            matched = np.asarray(e["dtMatches"]) > 0  # (1 IoU threshold, detections)
+            keep = scores >= self.threshold
+            self.det_all[k] += int(keep.sum())
+            self.det_tp[k] += int(matched[0][keep].sum())
+            self.found[k] += sum(
+                1 for m in e["gtMatches"][0] if m > 0 and score_of[int(m)] >= self.threshold
+            )
+            self._scores[k].append(scores)
+            self._matched[k].append(matched)
+            self._dt_ignore[k].append(np.asarray(e["dtIgnore"], bool))
+            self._gt_ignore[k].append(np.asarray(e["gtIgnore"], bool))
+        self.gts, self.dts, self.chunk_n = [], [], 0
 
     def result(self) -> dict[str, Any]:
         """The metrics of :func:`defect_metrics`."""
+        self._match_chunk()
         return _coco_metrics(self)
 
 
@@ -191,14 +248,20 @@ def defect_metrics(
     return acc.result()
 
 
-def _coco_metrics(acc: DefectAccumulator) -> dict[str, Any]:
-    n, c, classes = acc.n, len(acc.classes), acc.classes
-    hc, wc = acc.grid or (0, 0)
-    threshold, detect_threshold, match_iou = acc.threshold, acc.detect_threshold, acc.match_iou
-    gts, dts = acc.gts, acc.dts
+def _coco_eval(
+    classes: Sequence[str],
+    n: int,
+    grid: tuple[int, int],
+    gts: list[dict[str, Any]],
+    dts: list[dict[str, Any]],
+    match_iou: float,
+    evaluate: bool,
+) -> COCOeval:
+    """A COCOeval on ``n`` images of ``grid`` cells: one IoU threshold, every area, every
+    detection of an image; ``evaluate`` runs the per-image matching."""
+    hc, wc = grid
     images = [{"id": i + 1, "height": hc, "width": wc} for i in range(n)]
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
-    # 2. COCOeval: one IoU threshold, every area, every detection
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         coco_gt, coco_dt = COCO(), COCO()
         coco_gt.dataset = {"images": images, "categories": categories, "annotations": gts}
@@ -209,27 +272,40 @@ def _coco_metrics(acc: DefectAccumulator) -> dict[str, Any]:
         ev.params.iouThrs = np.array([match_iou])
         ev.params.areaRng = [[0.0, 1e10]]
         ev.params.areaRngLbl = ["all"]
-        ev.params.maxDets = [max(len(dts), 1)]
-        ev.evaluate()
+        # no cut: an image has at most one area per cell and class
+        ev.params.maxDets = [max(hc * wc, 1)]
+        if evaluate:
+            ev.evaluate()
+    return ev
+
+
+def _coco_metrics(acc: DefectAccumulator) -> dict[str, Any]:
+    n, c, classes = acc.n, len(acc.classes), acc.classes
+    threshold, detect_threshold, match_iou = acc.threshold, acc.detect_threshold, acc.match_iou
+    # COCOeval's accumulate() over every chunk's per-image results, merged per class in image
+    # order: one pseudo-image per class, which gives accumulate() the same concatenations
+    n_dets = sum(len(s) for per in acc._scores for s in per)
+    ev = _coco_eval(classes, 1, (1, 1), [], [], match_iou, evaluate=False)
+    ev.params.catIds = list(range(1, c + 1))
+    ev.params.imgIds = [1]
+    ev.params.maxDets = [max(n_dets, 1)]
+    ev._paramsEval = copy.deepcopy(ev.params)
+    ev.evalImgs = [
+        {
+            "dtScores": np.concatenate(acc._scores[k]),
+            "dtMatches": np.concatenate(acc._matched[k], axis=1),
+            "dtIgnore": np.concatenate(acc._dt_ignore[k], axis=1),
+            "gtIgnore": np.concatenate(acc._gt_ignore[k]),
+        }
+        if acc._scores[k]
+        else None
+        for k in range(c)
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate()
-    # 3. AP per class (precision[T=0, R, K, A=0, M=0]; -1 = no defect of the class)
+    # AP per class (precision[T=0, R, K, A=0, M=0]; -1 = no defect of the class)
     precision = ev.eval["precision"][0, :, :, 0, 0]  # (101 recall points, C)
-    n_defects = np.bincount([g["category_id"] - 1 for g in gts], minlength=c)
-    # 4. counts at ``threshold`` from the per-image matches (greedy by score, so the detections
-    # above the threshold are matched exactly as if the others did not exist)
-    det_tp = np.zeros(c, int)
-    det_all = np.zeros(c, int)
-    found = np.zeros(c, int)
-    score_of = {d["id"]: d["score"] for d in dts}
-    for e in ev.evalImgs:
-        if e is None:
-            continue
-        k = e["category_id"] - 1
-        scores = np.asarray(e["dtScores"], float)
-        keep = scores >= threshold
-        det_all[k] += int(keep.sum())
-        det_tp[k] += int((np.asarray(e["dtMatches"][0]) > 0)[keep].sum())
-        found[k] += sum(1 for m in e["gtMatches"][0] if m > 0 and score_of[int(m)] >= threshold)
+    n_defects, det_tp, det_all, found = acc.n_defects, acc.det_tp, acc.det_all, acc.found
     per_class: dict[str, dict[str, Any]] = {}
     aps = []
     for k, name in enumerate(classes):
@@ -243,7 +319,12 @@ def _coco_metrics(acc: DefectAccumulator) -> dict[str, Any]:
             "precision": _ratio(int(det_tp[k]), int(det_all[k])),
             "recall": _ratio(int(found[k]), int(n_defects[k])),
         }
-    tp, n_det, n_gt, n_found = int(det_tp.sum()), int(det_all.sum()), len(gts), int(found.sum())
+    tp, n_det, n_gt, n_found = (
+        int(det_tp.sum()),
+        int(det_all.sum()),
+        int(n_defects.sum()),
+        int(found.sum()),
+    )
     return {
         "map": float(np.mean(aps)) if aps else 0.0,
         "precision": _ratio(tp, n_det),

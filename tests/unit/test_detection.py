@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mentoring.detection import defect_metrics, mask_defects
+from mentoring.detection import DefectAccumulator, defect_metrics, mask_defects
 from mentoring.evaluation import area_metrics
 
 CLASSES = ("a", "b")
@@ -143,3 +143,34 @@ def test_shapes_are_checked() -> None:
         defect_metrics(probs, masks[:, :8], CLASSES, STRIDE, 0.06)
     with pytest.raises(ValueError, match="3 classes"):
         defect_metrics(probs, masks, ("a", "b", "c"), STRIDE, 0.06)
+
+
+def test_chunked_matching_gives_the_whole_set_s_metrics() -> None:
+    """COCOeval matches each chunk of images apart and keeps only scores, matches and ignores:
+    any chunk size, batches of any size, gives exactly the one-chunk metrics (AP, counts)."""
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    n = 23
+    masks = np.zeros((n, 64, 64), np.int64)
+    for i in range(n):
+        for _ in range(int(rng.integers(0, 4))):
+            y, x = rng.integers(0, 56, 2)
+            h, w = rng.integers(3, 20, 2)
+            masks[i, y : y + h, x : x + w] = rng.integers(1, 4)
+    # probabilities near the truth (each class's share of a cell) plus noise: AP well above 0
+    onehot = np.stack([(masks == k + 1) for k in range(3)], axis=1).astype(np.float32)
+    cover = onehot.reshape(n, 3, 8, 8, 8, 8).mean(axis=(3, 5))
+    probs = np.clip(cover + rng.normal(0, 0.3, cover.shape), 0, 1).astype(np.float32)
+    whole = DefectAccumulator(classes, 8, 0.06, 0.5, 0.3, 0.1, chunk_images=10**6)
+    whole.add(probs, masks)
+    want = whole.result()
+    assert want == defect_metrics(probs, masks, classes, 8, 0.06, 0.5, 0.3, 0.1)
+    assert 0.2 < want["map"] < 1 and want["n_defects"] > 20 and want["n_false_alarms"] > 0
+    for chunk, batch in ((1, 5), (4, 3), (7, 23)):
+        acc = DefectAccumulator(classes, 8, 0.06, 0.5, 0.3, 0.1, chunk_images=chunk)
+        for b in range(0, n, batch):
+            acc.add(probs[b : b + batch], masks[b : b + batch])
+        assert acc.gts == [] or chunk > 1  # a chunk of one image is matched as it comes
+        assert acc.result() == want
+    with pytest.raises(ValueError, match="chunk_images must be >= 1"):
+        DefectAccumulator(classes, 8, 0.06, chunk_images=0)
