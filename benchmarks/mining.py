@@ -116,6 +116,7 @@ def _throughput(
     images: torch.Tensor,
     manifest: Path,
     params_file: Path,
+    batch_size: int,
     reps: int,
     workers: list[int],
     tmp: Path,
@@ -127,12 +128,11 @@ def _throughput(
     same images read from ``manifest``, per decoding worker count: (bare images/s, stage
     images/s per worker count, the last stage run's counts)."""
     n = len(images)
-    bs = int(load_params(params_file, overrides).mine.batch_size)
     bare = []
     for _ in range(reps):
         t0 = time.perf_counter()
         with torch.no_grad():
-            predict(model, images, bs, device, precision, channels_last=cuda)
+            predict(model, images, batch_size, device, precision, channels_last=cuda)
         bare.append(time.perf_counter() - t0)
     stage: dict[str, float] = {}
     out: dict[str, float] = {}
@@ -229,7 +229,8 @@ def main() -> None:
         # 1. throughput, same images: the bare forward on a tensor against the stage
         images = load_images(pool.head(args.pool), data_root(manifest))
         case = dict(
-            images=images, manifest=small, params_file=params_file, reps=args.reps,
+            images=images, manifest=small, params_file=params_file,
+            batch_size=p.mine.batch_size, reps=args.reps,
             workers=worker_counts, tmp=tmp_path, device=args.device,
             precision=args.precision, cuda=cuda,
         )  # fmt: skip

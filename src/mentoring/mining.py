@@ -90,9 +90,6 @@ class AreaArrays:
     rows: np.ndarray
     cols: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.cls)
-
     def areas(self, classes: Sequence[str], image_id: str) -> list[Area]:
         """The areas as :class:`Area` objects, ids ``<image_id>/<class>/<k>``."""
         rows_l, cols_l = self.rows.tolist(), self.cols.tolist()
