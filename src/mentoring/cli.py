@@ -574,9 +574,10 @@ def validate_cmd(
     from mentoring.stages import validate
 
     p = _params(params, set_)
-    m = validate.run(p, manifest, results)
+    m = validate.run(p, manifest, results, show_progress=sys.stderr.isatty())
     out.print(
-        f"manifest valid: {m['n_expectations']} expectations on {m['n_images']} images "
+        f"manifest valid: {m['n_expectations']} expectations on {m['n_images']} images, "
+        f"{m['n_files_verified']} files match their sha256 "
         f"-> {results / 'manifest.json'}"
     )
 

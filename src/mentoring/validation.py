@@ -431,6 +431,11 @@ def _row_expectations(params: Params) -> list[gxe.Expectation]:
         gxe.ExpectColumnValuesToMatchRegex(
             column="sha256", regex=SHA256_REGEX, description="sha256 is 64 lowercase hex digits"
         ),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="mask_sha256",
+            regex=r"^(?:[0-9a-f]{64})?$",
+            description="mask_sha256 is empty or 64 lowercase hex digits",
+        ),
     ]
     return rows
 

@@ -8,10 +8,11 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mentoring.config import Params, parse_params
-from mentoring.data.manifest import read_manifest, write_manifest
+from mentoring.data.manifest import ManifestError, read_manifest, write_manifest
 from mentoring.feedback.schema import (
     AreaVerdict,
     FeedbackFile,
@@ -45,6 +46,42 @@ def _broken_copy(manifest: Path, tmp_path: Path) -> Path:
     return path
 
 
+def _tampered_copy(manifest: Path, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """The line copied under ``tmp_path`` (manifest and files), to edit."""
+    shutil.copytree(manifest.parent.parent, tmp_path / "data")
+    copy = tmp_path / "data" / "manifests" / manifest.name
+    return copy, read_manifest(copy)
+
+
+def test_a_file_edited_after_the_manifest_fails_naming_it(
+    params: Params, line: Path, tmp_path: Path
+) -> None:
+    copy, df = _tampered_copy(line, tmp_path)
+    root = copy.parent.parent
+    edited = root / df.loc[5, "path"]
+    edited.write_bytes(edited.read_bytes() + b"\0")  # still a readable PNG: only the bytes tell
+    (root / df.loc[9, "mask_path"]).unlink()
+    results = tmp_path / "validate"
+    with pytest.raises(ManifestError) as exc:
+        validate.run(params, copy, results)
+    message = str(exc.value)
+    assert str(copy) in message
+    assert f"1 file(s) missing: ['{df.loc[9, 'image_id']}: {root / df.loc[9, 'mask_path']}']" in (
+        message
+    )
+    assert f"1 file(s) differ from it: ['{df.loc[5, 'image_id']}: {edited} (sha256 " in message
+    assert not results.exists()  # nothing written: the stage never half-succeeds
+
+
+def test_a_manifest_from_before_mask_checksums_checks_the_images(
+    params: Params, line: Path, tmp_path: Path
+) -> None:
+    copy, df = _tampered_copy(line, tmp_path)
+    pd.read_parquet(copy).drop(columns="mask_sha256").to_parquet(copy)
+    (copy.parent.parent / df.loc[4, "mask_path"]).write_bytes(b"not checked")
+    assert validate.run(params, copy, tmp_path / "validate")["n_files_verified"] == 112
+
+
 def test_generated_line_passes_and_warns_of_the_new_domains_drift(
     params: Params, line: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -53,7 +90,8 @@ def test_generated_line_passes_and_warns_of_the_new_domains_drift(
         metrics = validate.run(params, line, results)
     assert metrics == {
         "n_images": 112,
-        "n_expectations": 24 + 3 * 6,  # the manifest suite; 3 batches x 3 statistics x 2
+        "n_files_verified": 2 * 112,  # every image and mask matched its sha256
+        "n_expectations": 25 + 3 * 6,  # the manifest suite; 3 batches x 3 statistics x 2
         "n_failed": 0,
         "n_warnings": metrics["n_warnings"],
         "success": True,
@@ -105,7 +143,7 @@ def test_broken_manifest_fails_after_writing_results(
         validate.run(params, broken, results)
     msg = str(exc.value)
     duplicated = read_manifest(broken, check_files=False)["image_id"].iloc[2]
-    assert "manifest validation failed: 2 of 24 expectations" in msg
+    assert "manifest validation failed: 2 of 25 expectations" in msg
     assert f"'{duplicated}'" in msg and "64 (image_id=" in msg
     assert str(results / "manifest.json") in msg
     metrics = json.loads((results / "metrics.json").read_text())

@@ -411,10 +411,12 @@ def _process(ctx: _Context, item: _Item) -> _Outcome:
         img_bytes = data if as_is else encode_png(piece.image)
         path = (rel / "images" / f"{image_id}.png").as_posix()
         write_bytes(ctx.data_dir / path, img_bytes)
-        mask_rel, present = "", ""
+        mask_rel, present, mask_sha = "", "", ""
         if piece.mask is not None:
             mask_rel = (rel / "masks" / f"{image_id}.png").as_posix()
-            write_bytes(ctx.data_dir / mask_rel, encode_png(piece.mask))
+            mask_bytes = encode_png(piece.mask)
+            write_bytes(ctx.data_dir / mask_rel, mask_bytes)
+            mask_sha = hashlib.sha256(mask_bytes).hexdigest()
             values = sorted(int(v) for v in np.unique(piece.mask) if v > 0)
             present = ",".join(ctx.classes[v - 1] for v in values)
         out.rows.append(
@@ -441,6 +443,7 @@ def _process(ctx: _Context, item: _Item) -> _Outcome:
                 "camera": side["camera"],
                 "acquired_at": side["acquired_at"],
                 "sidecar": json.dumps(meta, sort_keys=True) if meta else "",
+                "mask_sha256": mask_sha,
             }
         )
     return out

@@ -6,6 +6,12 @@ data root, the folder that holds ``line/`` and ``manifests/``), ``domain``, ``sp
 ``defect_classes`` (comma-separated classes present in the pixel mask, "" when healthy),
 ``n_defects`` and ``n_nuisances`` (what the generator drew; 0 for ingested data).
 
+``mask_sha256`` (of the mask file; "" without a mask, or in a manifest written before it
+existed) makes the manifest a fingerprint of every file it names: two lines whose images or masks
+differ in one byte have different manifests. This is what lets the pipeline's stages depend on
+the manifest instead of on the image folder (see ``dvc.yaml``); :func:`verify_files` checks the
+files against it.
+
 Ingested rows also say where the image came from (:data:`OPTIONAL_COLUMNS`, filled with their
 defaults for a manifest written before they existed): ``source_uri`` and ``etag`` (the object
 read: local path or ``s3://...``, and its ETag), ``source_sha256`` (of the original bytes),
@@ -16,6 +22,8 @@ read: local path or ``s3://...``, and its ETag), ``source_sha256`` (of the origi
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +48,7 @@ COLUMNS: tuple[str, ...] = (
 
 #: column -> default for manifests that predate it (synthetic data: identity, no source)
 OPTIONAL_COLUMNS: dict[str, str | int] = {
+    "mask_sha256": "",  # "": no mask, or a manifest from before the column (not checked)
     "source_uri": "",
     "etag": "",
     "source_sha256": "",
@@ -118,3 +127,58 @@ def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
 def select(df: pd.DataFrame, domain: str, split: str) -> pd.DataFrame:
     """Rows of one domain and split, in image_id order."""
     return df[(df["domain"] == domain) & (df["split"] == split)].sort_values("image_id")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file's bytes (images are small: read whole)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verify_files(
+    df: pd.DataFrame,
+    manifest: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Check every image (``sha256``) and mask (``mask_sha256``, where set) against the files
+    under the manifest's data root; return the number of files checked.
+
+    ``progress(done, total)`` is called every 1,000 rows and at the end.
+
+    Raises:
+        ManifestError: naming the manifest, how many files are missing or differ, and the
+            first five of each with the image id (nothing is changed on disk).
+    """
+    root = data_root(manifest)
+    df = with_optional_columns(df)
+    missing: list[str] = []
+    differ: list[str] = []
+    checked = 0
+    cols = ("image_id", "path", "sha256", "mask_path", "mask_sha256")
+    rows = list(df[list(cols)].itertuples(index=False, name=None))
+    for i, (image_id, path, sha, mask_path, mask_sha) in enumerate(rows, 1):
+        for rel, want in ((path, sha), (mask_path, mask_sha)):
+            if not rel or not want:
+                continue
+            file = root / rel
+            try:
+                got = file_sha256(file)
+            except FileNotFoundError:
+                missing.append(f"{image_id}: {file}")
+                continue
+            checked += 1
+            if got != want:
+                differ.append(f"{image_id}: {file} (sha256 {got[:12]}..., manifest {want[:12]}...)")
+        if progress is not None and (i % 1000 == 0 or i == len(rows)):
+            progress(i, len(rows))
+    if missing or differ:
+        parts = [
+            f"{len(bad)} {what}: {bad[:5]}"
+            + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+            for what, bad in (("file(s) missing", missing), ("file(s) differ from it", differ))
+            if bad
+        ]
+        raise ManifestError(
+            f"{manifest}: the files do not match the manifest: {'; '.join(parts)}. "
+            "Regenerate or re-ingest the line (`dvc repro line`, or `dvc checkout data/line`)."
+        )
+    return checked

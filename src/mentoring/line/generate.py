@@ -78,7 +78,8 @@ def _render_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
         rel_mask = Path("line") / domain / split / "masks" / f"{image_id}.png"
         img_bytes = _png(np.round(r.image * 255).astype(np.uint8))
         write_bytes(root / rel_img, img_bytes)
-        write_bytes(root / rel_mask, _png(r.mask))
+        mask_bytes = _png(r.mask)
+        write_bytes(root / rel_mask, mask_bytes)
         present = sorted(
             {line.classes[k - 1] for k in np.unique(r.mask) if k > 0}, key=line.classes.index
         )
@@ -97,6 +98,7 @@ def _render_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
                 "defect_classes": ",".join(present),
                 "n_defects": len(r.defects),
                 "n_nuisances": len(r.nuisances),
+                "mask_sha256": hashlib.sha256(mask_bytes).hexdigest(),
             }
         )
     return rows

@@ -1,8 +1,9 @@
 """Stage ``validate``: the great-expectations suites of the image manifest and of its images.
 
 Reads ``line`` (domains, splits, image size, channels, classes) and ``validate`` (defect-rate
-bands, drift reference and tolerance, examples per failure) and the manifest's images; writes,
-under ``<results>/``:
+bands, drift reference and tolerance, examples per failure) and the manifest's images, whose
+bytes it checks against the manifest's ``sha256`` and ``mask_sha256`` (so that a stage reading
+the images through the manifest reads what the manifest says); writes, under ``<results>/``:
 
 - ``manifest.json``: the manifest suite's full results (pass or fail);
 - ``drift.json``: the acquisition-drift figures of every (domain, split) against
@@ -12,9 +13,10 @@ under ``<results>/``:
 - ``metrics.json``: counts, success, and which (domain, split) drifted.
 
 It fails with a readable report when a critical expectation failed, so no later stage trains on
-a broken manifest (drift is then not measured). A drift is a warning, logged (logger
-``mentoring.stages.validate``, level WARNING: on stderr by default) with the figures, never a
-failure.
+a broken manifest (drift is then not measured), and with a :class:`ManifestError` naming the
+files when an image or mask is missing or differs from its checksum (before writing anything).
+A drift is a warning, logged (logger ``mentoring.stages.validate``, level WARNING: on stderr by
+default) with the figures, never a failure.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from mentoring.config import Params
-from mentoring.data.manifest import data_root, read_manifest
+from mentoring.data.manifest import data_root, read_manifest, verify_files
 from mentoring.io import write_json
+from mentoring.runtime import progress_bar
 from mentoring.validation import (
     DriftReport,
     ValidationError,
@@ -37,22 +40,35 @@ from mentoring.validation import (
 log = logging.getLogger(__name__)
 
 
-def run(params: Params, manifest: Path, results_dir: Path) -> dict[str, Any]:
+def run(
+    params: Params, manifest: Path, results_dir: Path, show_progress: bool = False
+) -> dict[str, Any]:
     """Validate ``manifest`` and its images' acquisition; return (and write) the counts.
 
     Returns:
-        ``n_images``, ``n_expectations`` (both suites), ``n_failed``, ``n_warnings``,
+        ``n_images``, ``n_files_verified`` (images and masks whose sha256 matched; 0 when the
+        suite failed), ``n_expectations`` (both suites), ``n_failed``, ``n_warnings``,
         ``success``, ``n_drifted`` and ``drift`` (``<domain>/<split>`` -> drifted from the
         reference).
 
     Raises:
         ValidationError: after writing every file, listing every failed expectation.
-        ManifestError: the manifest is missing or lacks columns.
+        ManifestError: the manifest is missing or lacks columns, or files are missing or differ
+            from their checksums (nothing written).
         ImageError: an image of the manifest cannot be read.
     """
     df = read_manifest(manifest, check_files=False)
     result = check_manifest(params, df)
-    if result.success:
+    verified = 0
+    if result.success:  # a valid manifest: its checksums are well-formed
+        with progress_bar(show_progress, "checksums", len(df)) as advance:
+            seen = [0]
+
+            def tick(done: int, _total: int) -> None:
+                advance(done - seen[0])
+                seen[0] = done
+
+            verified = verify_files(df, manifest, progress=tick)
         drift = manifest_drift(params, df, data_root(manifest))
     else:
         drift = DriftReport.not_measured(params, "the manifest failed its suite")
@@ -62,6 +78,7 @@ def run(params: Params, manifest: Path, results_dir: Path) -> dict[str, Any]:
     write_data_docs(suites, results_dir / "data_docs")
     metrics = {
         "n_images": len(df),
+        "n_files_verified": verified,
         "n_expectations": sum(s.n_expectations for s in suites),
         "n_failed": result.n_failed,
         "n_warnings": sum(s.n_warnings for s in suites),

@@ -17,8 +17,10 @@ from mentoring.data.manifest import (
     OPTIONAL_COLUMNS,
     ManifestError,
     data_root,
+    file_sha256,
     read_manifest,
     select,
+    verify_files,
     write_manifest,
 )
 
@@ -99,6 +101,47 @@ def test_missing_referenced_file_is_named(line: Path) -> None:
     assert "1 referenced file(s) missing" in msg
     # without the check the manifest still reads
     assert len(read_manifest(line, check_files=False)) == 5
+
+
+def _with_checksums(manifest: Path) -> pd.DataFrame:
+    df = read_manifest(manifest)
+    root = data_root(manifest)
+    df["sha256"] = [file_sha256(root / p) for p in df["path"]]
+    df["mask_sha256"] = [file_sha256(root / p) for p in df["mask_path"]]
+    write_manifest(df, manifest)
+    return read_manifest(manifest)
+
+
+def test_verify_files_checks_images_and_masks(tmp_path: Path) -> None:
+    manifest = _make_line(tmp_path, n_train=1100, n_eval=0)
+    df = _with_checksums(manifest)
+    seen: list[tuple[int, int]] = []
+    assert verify_files(df, manifest, progress=lambda d, t: seen.append((d, t))) == 2 * 1100
+    assert seen == [(1000, 1100), (1100, 1100)]
+    # rows without a checksum (a manifest from before mask_sha256; no mask) are not checked
+    df.loc[:9, "mask_sha256"] = ""
+    df.loc[10:19, "mask_path"] = ""
+    assert verify_files(df, manifest) == 2 * 1100 - 20
+
+
+def test_verify_files_names_what_differs_and_changes_nothing(tmp_path: Path) -> None:
+    manifest = _make_line(tmp_path, n_train=6, n_eval=2)
+    df = _with_checksums(manifest)
+    root = data_root(manifest)
+    for p in df["path"]:
+        (root / p).write_bytes((root / p).read_bytes() + b"\0")
+    gone = root / df["mask_path"].iloc[0]
+    gone.unlink()
+    with pytest.raises(ManifestError) as exc:
+        verify_files(df, manifest)
+    msg = str(exc.value)
+    assert msg.startswith(f"{manifest}: the files do not match the manifest: 1 file(s) missing: ")
+    assert f"{df['image_id'].iloc[0]}: {gone}" in msg
+    assert "8 file(s) differ from it: [" in msg and "(and 3 more)" in msg
+    first = root / df["path"].iloc[0]
+    assert f"{df['image_id'].iloc[0]}: {first} (sha256 {file_sha256(first)[:12]}..., " in msg
+    assert "dvc checkout data/line" in msg
+    assert not gone.exists() and read_manifest(manifest, check_files=False).equals(df)
 
 
 def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
