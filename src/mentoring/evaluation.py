@@ -16,10 +16,11 @@ COCO AP), what a plant counts. :data:`LEVELS` names both; :func:`level` reads ei
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -28,7 +29,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from mentoring.data.manifest import data_root, read_manifest, select
 from mentoring.detection import DefectAccumulator
@@ -94,19 +94,29 @@ def _ratio(num: int, den: int) -> float:
 
 
 class CellAccumulator:
-    """Cell-level metrics over batches of (probabilities, targets), in bounded memory.
+    """Cell-level metrics over batches of (probabilities, targets), in memory flat in the set.
 
-    Keeps what the metrics need and nothing of the images: per class the scores (float32) and
-    labels (bool) of its entries, for the exact AP, and counts for the rest. Adding the batches
-    of a set in order gives exactly what the whole set gives (:func:`area_metrics`).
+    The exact AP of a class needs, at each distinct score of a positive entry, how many entries
+    of each label score at least that much. So the accumulator keeps the scores (float32) of the
+    class's positive entries in memory (defects are rare: a few % of the cells) and appends those
+    of its negative entries to a temporary file (4 bytes per negative cell and class, deleted
+    with the accumulator), read back in chunks once to count them against the positive scores.
+    The rest are counts. Adding the batches of a set in order gives exactly what the whole set
+    gives (:func:`area_metrics`); the AP is scikit-learn's ``average_precision_score`` (tested
+    against it), without holding every score.
     """
+
+    #: negative scores read back per chunk (16 MiB of float32)
+    chunk_entries = 1 << 22
 
     def __init__(self, classes: tuple[str, ...], threshold: float = 0.5) -> None:
         self.classes, self.threshold = tuple(classes), threshold
         c = len(self.classes)
-        self._scores: list[list[np.ndarray]] = [[] for _ in range(c)]
-        self._labels: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self._positives: list[list[np.ndarray]] = [[] for _ in range(c)]
+        self._negatives: list[IO[bytes] | None] = [None] * c
+        self._curves: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.tp, self.n_pred, self.n_pos = (np.zeros(c, np.int64) for _ in range(3))
+        self.n_neg = np.zeros(c, np.int64)
         self.n_images = self.n_defective = self.n_flagged_healthy = self.n_escaped = 0
 
     def add(self, probs: np.ndarray, targets: np.ndarray) -> None:
@@ -119,9 +129,16 @@ class CellAccumulator:
         p = probs.transpose(1, 0, 2, 3).reshape(c, -1).astype(np.float32, copy=False)
         t = targets.transpose(1, 0, 2, 3).reshape(c, -1).astype(bool)
         pred = p >= self.threshold
+        self._curves.clear()
         for k in range(c):
-            self._scores[k].append(p[k])
-            self._labels[k].append(t[k])
+            self._positives[k].append(p[k][t[k]])
+            neg = p[k][~t[k]]
+            if neg.size:
+                f = self._negatives[k]
+                if f is None:
+                    f = self._negatives[k] = tempfile.TemporaryFile(prefix="mentoring-cells-")
+                f.write(np.ascontiguousarray(neg).tobytes())
+                self.n_neg[k] += neg.size
         self.tp += (pred & t).sum(axis=1)
         self.n_pred += pred.sum(axis=1)
         self.n_pos += t.sum(axis=1)
@@ -132,11 +149,50 @@ class CellAccumulator:
         self.n_flagged_healthy += int((flagged & ~defective).sum())
         self.n_escaped += int((~flagged & defective).sum())
 
-    def class_entries(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, scores) of every entry of class ``k`` so far, in order."""
-        if not self._scores[k]:
-            return np.zeros(0, bool), np.zeros(0, np.float32)
-        return np.concatenate(self._labels[k]), np.concatenate(self._scores[k])
+    def _negative_chunks(self, k: int) -> Iterator[np.ndarray]:
+        f = self._negatives[k]
+        if f is None:
+            return
+        f.flush()
+        f.seek(0)
+        while True:
+            chunk = np.fromfile(f, dtype=np.float32, count=self.chunk_entries)
+            if not chunk.size:
+                break
+            yield chunk
+        f.seek(0, 2)  # later batches append
+
+    def curve(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class ``k``'s counts at each distinct score of its positive entries.
+
+        Returns:
+            ``(scores, tp, fp)``: the distinct positive scores, descending, and for each the
+            positive and negative entries scoring at least that much (empty without positives).
+        """
+        if k in self._curves:
+            return self._curves[k]
+        pos = np.concatenate(self._positives[k]) if self._positives[k] else np.zeros(0, np.float32)
+        scores, counts = np.unique(pos, return_counts=True)  # ascending
+        at_or_above = np.zeros(scores.size + 1, np.int64)
+        for chunk in self._negative_chunks(k):
+            # a negative scoring x counts for every positive score <= x: the first `i` ones
+            at_or_above += np.bincount(
+                np.searchsorted(scores, chunk, side="right"), minlength=scores.size + 1
+            )
+        fp = np.cumsum(at_or_above[::-1])[::-1][1:]  # negatives >= scores[j]
+        tp = np.cumsum(counts[::-1])[::-1]
+        self._curves[k] = (scores[::-1], tp[::-1], fp[::-1])
+        return self._curves[k]
+
+    def average_precision(self, k: int) -> float | None:
+        """Class ``k``'s AP (scikit-learn's definition: sum of recall steps x precision), None
+        without positives. Only the distinct positive scores step the recall."""
+        scores, tp, fp = self.curve(k)
+        if not scores.size:
+            return None
+        steps = np.diff(tp, prepend=0) / tp[-1]
+        # scikit-learn's sum of precision steps can land a rounding error above 1
+        return min(float(np.sum(steps * (tp / (tp + fp)))), 1.0)
 
     def result(self) -> dict[str, Any]:
         """The metrics of :func:`area_metrics`."""
@@ -144,11 +200,8 @@ class CellAccumulator:
         aps = []
         for k, name in enumerate(self.classes):
             n_pos = int(self.n_pos[k])
-            ap = None
-            if n_pos:
-                t, p = self.class_entries(k)
-                # scikit-learn's sum of precision steps can land a rounding error above 1
-                ap = min(float(average_precision_score(t, p)), 1.0)
+            ap = self.average_precision(k) if n_pos else None
+            if ap is not None:
                 aps.append(ap)
             tp_k = int(self.tp[k])
             per_class[name] = {
@@ -203,12 +256,14 @@ def plot_pr_curves_of(acc: CellAccumulator, title: str, path: str | Path) -> Pat
     """:func:`plot_pr_curves` from the entries an accumulator kept."""
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     for k, name in enumerate(acc.classes):
-        t, p = acc.class_entries(k)
-        if not t.any():
+        _, tp, fp = acc.curve(k)
+        if not tp.size:
             continue
-        prec, rec, _ = precision_recall_curve(t, p)
-        ap = average_precision_score(t, p)
-        ax.step(rec, prec, where="post", color=CLASS_COLORS[k % 7], label=f"{name} (AP {ap:.2f})")
+        # the curve at each positive score, from (recall 0, precision 1) as scikit-learn draws it
+        rec = np.concatenate([[0.0], tp / tp[-1]])
+        prec = np.concatenate([[1.0], tp / (tp + fp)])
+        ap = acc.average_precision(k)
+        ax.step(rec, prec, where="pre", color=CLASS_COLORS[k % 7], label=f"{name} (AP {ap:.2f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from mentoring.evaluation import (
+    CellAccumulator,
     area_metrics,
     pick_examples,
     plot_pr_curves,
@@ -207,3 +209,51 @@ def test_ap_never_exceeds_one() -> None:
     p.reshape(-1)[:20] = np.linspace(1.0, 0.6, 20)
     m = area_metrics(p, t, ("scratch",), 0.5)
     assert m["per_class"]["scratch"]["ap"] == 1.0 and m["map"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streamed_ap_is_scikit_learns_over_batches_and_chunks(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Positive scores kept, negative ones spilled to disk and read back in chunks: the AP and
+    the curve are scikit-learn's on every entry at once, ties and all."""
+    rng = np.random.default_rng(seed)
+    n, c, h = 40, 3, 6
+    # few distinct values: many ties within and across labels and batches
+    probs = rng.integers(0, 50, (n, c, h, h)).astype(np.float32) / 50
+    targets = (rng.random((n, c, h, h)) < probs * 0.3).astype(np.float32)
+    targets[:, 2] = 0  # a class without positives
+    monkeypatch.setattr(CellAccumulator, "chunk_entries", 97)  # many chunks, a ragged last one
+    acc = CellAccumulator(("a", "b", "c"))
+    for start in range(0, n, 7):
+        acc.add(probs[start : start + 7], targets[start : start + 7])
+    for k in range(2):
+        t = targets[:, k].ravel().astype(bool)
+        p = probs[:, k].ravel()
+        assert acc.average_precision(k) == pytest.approx(average_precision_score(t, p), abs=1e-12)
+        prec, rec, _ = precision_recall_curve(t, p)
+        _, tp, fp = acc.curve(k)
+        # scikit-learn's curve also has points where only negatives enter (recall unchanged);
+        # the highest precision at each recall is what the curve keeps
+        best = {r: max(q for q, r2 in zip(prec, rec, strict=True) if r2 == r) for r in set(rec)}
+        assert {float(r): float(q) for r, q in zip(tp / tp[-1], tp / (tp + fp), strict=True)} == {
+            float(r): pytest.approx(q) for r, q in best.items() if r > 0
+        }
+    assert acc.average_precision(2) is None
+    # adding after a result is read counts the new entries too
+    m = acc.result()
+    acc.add(probs, targets)
+    both = np.concatenate([probs, probs]), np.concatenate([targets, targets])
+    assert acc.result() == area_metrics(*both, ("a", "b", "c"))
+    assert m == area_metrics(probs, targets, ("a", "b", "c"))
+
+
+def test_negative_scores_go_to_disk_not_memory() -> None:
+    acc = CellAccumulator(("a",))
+    probs = np.random.default_rng(0).random((64, 1, 16, 16)).astype(np.float32)
+    targets = np.zeros_like(probs)
+    targets[:, :, 0, 0] = 1
+    acc.add(probs, targets)
+    assert sum(a.size for a in acc._positives[0]) == 64
+    f = acc._negatives[0]
+    assert f is not None and f.seek(0, 2) == 4 * 64 * (16 * 16 - 1)
