@@ -201,6 +201,11 @@ class DefectAccumulator:
             self.n_defects[g["category_id"] - 1] += 1
         # counts at ``threshold`` from the per-image matches (greedy by score, so the
         # detections above the threshold are matched exactly as if the others did not exist)
+        c = len(self.classes)
+        scores_k: list[list[np.ndarray]] = [[] for _ in range(c)]
+        matched_k: list[list[np.ndarray]] = [[] for _ in range(c)]
+        dt_ignore_k: list[list[np.ndarray]] = [[] for _ in range(c)]
+        gt_ignore_k: list[list[np.ndarray]] = [[] for _ in range(c)]
         for e in ev.evalImgs:  # class by class, image by image: accumulate()'s order
             if e is None:
                 continue
@@ -213,10 +218,18 @@ class DefectAccumulator:
             self.found[k] += sum(
                 1 for m in e["gtMatches"][0] if m > 0 and score_of[int(m)] >= self.threshold
             )
-            self._scores[k].append(scores)
-            self._matched[k].append(matched)
-            self._dt_ignore[k].append(np.asarray(e["dtIgnore"], bool))
-            self._gt_ignore[k].append(np.asarray(e["gtIgnore"], bool))
+            scores_k[k].append(scores)
+            matched_k[k].append(matched)
+            dt_ignore_k[k].append(np.asarray(e["dtIgnore"], bool))
+            gt_ignore_k[k].append(np.asarray(e["gtIgnore"], bool))
+        # one array per class and chunk, in image order (a few arrays per image and class
+        # would cost ~100 bytes of object each: memory growing with the images)
+        for k in range(c):
+            if scores_k[k]:
+                self._scores[k].append(np.concatenate(scores_k[k]))
+                self._matched[k].append(np.concatenate(matched_k[k], axis=1))
+                self._dt_ignore[k].append(np.concatenate(dt_ignore_k[k], axis=1))
+                self._gt_ignore[k].append(np.concatenate(gt_ignore_k[k]))
         self.gts, self.dts, self.chunk_n = [], [], 0
 
     def result(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ read: local path or ``s3://...``, and its ETag), ``source_sha256`` (of the origi
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,12 +110,13 @@ def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
         raise ManifestError(f"{path}: manifest lacks columns {missing_cols}")
     df = with_optional_columns(df)
     if check_files:
-        root = data_root(path)
+        root = str(data_root(path))
+        # os.path on strings: a Path per file interns its parts (a table that stays as large)
         missing = [
-            str(root / p)
+            os.path.join(root, p)
             for col in ("path", "mask_path")
             for p in df[col]
-            if p and not (root / p).exists()
+            if p and not os.path.exists(os.path.join(root, p))
         ]
         if missing:
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""

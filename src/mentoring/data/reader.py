@@ -8,6 +8,7 @@ the model scores the previous batch. Only one batch (per worker, prefetched) is 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,15 @@ class ManifestImages(Dataset[torch.Tensor]):
         first = df.iloc[0]
         self.size = (int(first["height"]), int(first["width"]))
         self.channels = int(first["channels"])
-        self.paths = [root / p for p in df["path"].astype(str)]
+        # plain strings: a Path per image interns its parts, memory that grows with the images
+        self.paths = [os.path.join(root, p) for p in df["path"].astype(str)]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         # PIL's arrays are read-only: a contiguous, writable copy (torch warns on read-only)
-        image = read_image(self.paths[i], self.channels, self.size)
+        image = read_image(Path(self.paths[i]), self.channels, self.size)
         return torch.from_numpy(np.require(image, requirements=["C", "W"]))
 
 
@@ -51,11 +53,11 @@ class ManifestImagesMasks(ManifestImages):
                 f"{len(unlabelled)} image(s) have no mask (ingested unlabelled), e.g. "
                 f"{unlabelled[:3]}: their ground truth is needed to evaluate them"
             )
-        self.masks = [root / p for p in df["mask_path"].astype(str)]
+        self.masks = [os.path.join(root, p) for p in df["mask_path"].astype(str)]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         # writable, as torch wants (newer Pillow/numpy hand out read-only arrays)
-        mask = np.require(read_mask(self.masks[i], self.size), requirements=["C", "W"])
+        mask = np.require(read_mask(Path(self.masks[i]), self.size), requirements=["C", "W"])
         return super().__getitem__(i), torch.from_numpy(mask)
 
 
