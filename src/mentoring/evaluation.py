@@ -117,7 +117,6 @@ class CellAccumulator:
         self._negatives: list[IO[bytes] | None] = [None] * c
         self._curves: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.tp, self.n_pred, self.n_pos = (np.zeros(c, np.int64) for _ in range(3))
-        self.n_neg = np.zeros(c, np.int64)
         self.n_images = self.n_defective = self.n_flagged_healthy = self.n_escaped = 0
 
     def add(self, probs: np.ndarray, targets: np.ndarray) -> None:
@@ -139,7 +138,6 @@ class CellAccumulator:
                 if f is None:
                     f = self._negatives[k] = tempfile.TemporaryFile(prefix="mentoring-cells-")
                 f.write(np.ascontiguousarray(neg).tobytes())
-                self.n_neg[k] += neg.size
         self.tp += (pred & t).sum(axis=1)
         self.n_pred += pred.sum(axis=1)
         self.n_pos += t.sum(axis=1)
@@ -175,7 +173,8 @@ class CellAccumulator:
         pos = np.concatenate(self._positives[k]) if self._positives[k] else np.zeros(0, np.float32)
         scores, counts = np.unique(pos, return_counts=True)  # ascending
         at_or_above = np.zeros(scores.size + 1, np.int64)
-        for chunk in self._negative_chunks(k):
+        # without positives there is no curve: the negatives are not read back
+        for chunk in self._negative_chunks(k) if scores.size else ():
             # a negative scoring x counts for every positive score <= x: the first `i` ones
             at_or_above += np.bincount(
                 np.searchsorted(scores, chunk, side="right"), minlength=scores.size + 1
@@ -201,7 +200,7 @@ class CellAccumulator:
         aps = []
         for k, name in enumerate(self.classes):
             n_pos = int(self.n_pos[k])
-            ap = self.average_precision(k) if n_pos else None
+            ap = self.average_precision(k)
             if ap is not None:
                 aps.append(ap)
             tp_k = int(self.tp[k])

@@ -22,14 +22,13 @@ read: local path or ``s3://...``, and its ETag), ``source_sha256`` (of the origi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from mentoring.io import write_with
+from mentoring.io import sha256_file, write_with
 
 COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -131,11 +130,6 @@ def select(df: pd.DataFrame, domain: str, split: str) -> pd.DataFrame:
     return df[(df["domain"] == domain) & (df["split"] == split)].sort_values("image_id")
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes (images are small: read whole)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def verify_files(
     df: pd.DataFrame,
     manifest: str | Path,
@@ -163,7 +157,7 @@ def verify_files(
                 continue
             file = root / rel
             try:
-                got = file_sha256(file)
+                got = sha256_file(file)
             except FileNotFoundError:
                 missing.append(f"{image_id}: {file}")
                 continue

@@ -17,12 +17,12 @@ from mentoring.data.manifest import (
     OPTIONAL_COLUMNS,
     ManifestError,
     data_root,
-    file_sha256,
     read_manifest,
     select,
     verify_files,
     write_manifest,
 )
+from mentoring.io import sha256_file
 
 SIZE = 32
 STRIDE = 8
@@ -106,8 +106,8 @@ def test_missing_referenced_file_is_named(line: Path) -> None:
 def _with_checksums(manifest: Path) -> pd.DataFrame:
     df = read_manifest(manifest)
     root = data_root(manifest)
-    df["sha256"] = [file_sha256(root / p) for p in df["path"]]
-    df["mask_sha256"] = [file_sha256(root / p) for p in df["mask_path"]]
+    df["sha256"] = [sha256_file(root / p) for p in df["path"]]
+    df["mask_sha256"] = [sha256_file(root / p) for p in df["mask_path"]]
     write_manifest(df, manifest)
     return read_manifest(manifest)
 
@@ -139,7 +139,7 @@ def test_verify_files_names_what_differs_and_changes_nothing(tmp_path: Path) -> 
     assert f"{df['image_id'].iloc[0]}: {gone}" in msg
     assert "8 file(s) differ from it: [" in msg and "(and 3 more)" in msg
     first = root / df["path"].iloc[0]
-    assert f"{df['image_id'].iloc[0]}: {first} (sha256 {file_sha256(first)[:12]}..., " in msg
+    assert f"{df['image_id'].iloc[0]}: {first} (sha256 {sha256_file(first)[:12]}..., " in msg
     assert "dvc checkout data/line" in msg
     assert not gone.exists() and read_manifest(manifest, check_files=False).equals(df)
 
