@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,10 +30,23 @@ def _trained_stand_in(path: Path) -> Path:
     return path
 
 
+def _check_memory(m: dict[str, Any]) -> None:
+    """Two runs of each size; the ratio is of the median peaks, every run's peak is kept."""
+    runs = m["peak_rss_mib_runs"]
+    assert set(runs) == {"small", "large"} and all(len(v) == 2 for v in runs.values())
+    for size, peaks in runs.items():
+        assert m["peak_rss_mib"][size] == pytest.approx(statistics.median(peaks))
+        assert m["spread_mib"][size] == pytest.approx(max(peaks) - min(peaks))
+    assert m["large_over_small"] == pytest.approx(
+        m["peak_rss_mib"]["large"] / m["peak_rss_mib"]["small"]
+    )
+
+
 def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     out = tmp_path / "mining.json"
     model = _trained_stand_in(tmp_path / "trained.pt")
     args = ["--pool", "16", "--factor", "2", "--reps", "1", "--workers", "0,2", "--out", str(out)]
+    args += ["--mem-reps", "2"]
     args += ["--model", str(model)]
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/mining.py"), *args],
@@ -48,9 +63,7 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     # the large run mined twice the images, every one of them (worst case: areas everywhere)
     assert m["images"] == {"small": 16, "large": 32}
     assert m["mined"]["small"]["n_mined"] == 16 and m["mined"]["large"]["n_mined"] == 32
-    assert m["large_over_small"] == pytest.approx(
-        m["peak_rss_mib"]["large"] / m["peak_rss_mib"]["small"]
-    )
+    _check_memory(m)
     assert m["peak_rss_mib"]["small"] > 100  # a real process with torch loaded, in MiB
     # the steady rate: the 16 extra images of the large run over its extra seconds
     # (NaN when the noise of a tiny run made the large one no slower: no rate to give)
@@ -67,9 +80,7 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     assert 0 < lim["bare_forward_fraction_of_peak"] <= 1.5
     e = r["evaluation_memory"]
     assert e["new_eval_images"] == {"small": 16, "large": 32} and e["original_eval_images"] == 2
-    assert e["large_over_small"] == pytest.approx(
-        e["peak_rss_mib"]["large"] / e["peak_rss_mib"]["small"]
-    )
+    _check_memory(e)
     assert all(0 <= run["new_map"] <= 1 for run in e["runs"].values())
     assert set(r["pass"]) == {"throughput", "memory", "evaluation_memory", "throughput_trained"}
     # the realistic case: the given model on the same 16 images, at the params' own threshold
@@ -91,3 +102,13 @@ def test_mining_benchmark_names_a_missing_model(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2 and "no.pt: no such file" in proc.stderr
+
+
+def test_mining_benchmark_refuses_zero_memory_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/mining.py"), "--mem-reps", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "--mem-reps 0" in proc.stderr
