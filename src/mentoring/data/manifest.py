@@ -150,12 +150,14 @@ def verify_files(
     differ: list[str] = []
     checked = 0
     cols = ("image_id", "path", "sha256", "mask_path", "mask_sha256")
-    rows = list(df[list(cols)].itertuples(index=False, name=None))
+    total = len(df)
+    rows = df[list(cols)].itertuples(index=False, name=None)
     for i, (image_id, path, sha, mask_path, mask_sha) in enumerate(rows, 1):
         for rel, want in ((path, sha), (mask_path, mask_sha)):
             if not rel or not want:
                 continue
-            file = root / rel
+            # a plain string: a Path per file interns its parts (memory growing with the line)
+            file = os.path.join(root, rel)
             try:
                 got = sha256_file(file)
             except FileNotFoundError:
@@ -164,8 +166,8 @@ def verify_files(
             checked += 1
             if got != want:
                 differ.append(f"{image_id}: {file} (sha256 {got[:12]}..., manifest {want[:12]}...)")
-        if progress is not None and (i % 1000 == 0 or i == len(rows)):
-            progress(i, len(rows))
+        if progress is not None and (i % 1000 == 0 or i == total):
+            progress(i, total)
     if missing or differ:
         parts = [
             f"{len(bad)} {what}: {bad[:5]}"
