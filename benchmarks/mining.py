@@ -7,7 +7,10 @@
    with 0 and 1 decoding worker processes. The untrained model with ``model.prior`` 0.3 at
    threshold 0.3 is the worst case (about 25 areas on every image); ``--model`` also times a
    trained model (e.g. a demo's ``baseline.pt``) at the params' own threshold on the same
-   images, the realistic case (``throughput_trained``, with its areas per image). On a GPU a
+   images, the realistic case (``throughput_trained``, with its areas per image). Beside them,
+   the stage's reader alone (decoding, no forward) and the bound it sets: a stage that decodes
+   on the cores the forward keeps busy reaches at most ``decode / (decode + bare)`` of the bare
+   forward (``decode_bound_over_bare``). On a GPU a
    short run is mostly start-up (CUDA context, model, cuDNN tuning): ``memory`` also gives the
    stage's steady rate from its two runs over N and 10N images (``marginal_images_per_s``).
 2. **Memory**: the peak RSS of the `mine` stage (a fresh process each) over ``--pool`` and
@@ -47,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mentoring.config import load_params
 from mentoring.data.dataset import load_images
 from mentoring.data.manifest import data_root, read_manifest, select
+from mentoring.data.reader import image_batches
 from mentoring.evaluation import predict
 from mentoring.io import write_json
 from mentoring.models.segmenter import Segmenter
@@ -129,15 +133,22 @@ def _throughput(
     cuda: bool,
 ) -> tuple[float, dict[str, float], dict[str, float]]:
     """The bare forward of ``model`` on ``images`` (in memory) against the `mine` stage on the
-    same images read from ``manifest``, per decoding worker count: (bare images/s, stage
+    same images read from ``manifest``, per decoding worker count: (bare images/s, decoding
+    alone in images/s (the stage's reader without the forward, in the main process), stage
     images/s per worker count, the last stage run's counts)."""
     n = len(images)
     bare = []
-    for _ in range(reps):
+    decode = []
+    rows = select(read_manifest(manifest), "new", "pool")
+    for _ in range(reps):  # the two side by side, so that both see the machine's same moods
         t0 = time.perf_counter()
         with torch.no_grad():
             predict(model, images, batch_size, device, precision, channels_last=cuda)
         bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in image_batches(rows, data_root(manifest), batch_size, 0):
+            pass
+        decode.append(time.perf_counter() - t0)
     stage: dict[str, float] = {}
     out: dict[str, float] = {}
     for w in workers:
@@ -155,7 +166,14 @@ def _throughput(
             )
             runs.append(out["seconds"])
         stage[str(w)] = n / min(runs)
-    return n / min(bare), stage, out
+    return n / min(bare), n / min(decode), stage, out
+
+
+def decode_bound(bare_ips: float, decode_ips: float) -> float:
+    """The stage-over-bare ratio a stage reaches at most when it decodes on the forward's own
+    cores (the forward already keeps them busy): decoding and forward one after the other,
+    nothing else, i.e. ``decode / (decode + bare)`` in images/s."""
+    return decode_ips / (decode_ips + bare_ips)
 
 
 def marginal(
@@ -265,18 +283,22 @@ def main() -> None:
             workers=worker_counts, tmp=tmp_path, device=args.device,
             precision=args.precision, cuda=cuda,
         )  # fmt: skip
-        bare_ips, stage, _ = _throughput(model, model_path, overrides, "untrained", **case)
+        bare_ips, decode_ips, stage, _ = _throughput(
+            model, model_path, overrides, "untrained", **case
+        )
         trained = None
         if args.model is not None:
             real, _ = load_model(args.model, "cpu")
             real_overrides = {k: v for k, v in overrides.items() if k not in UNTRAINED}
-            t_bare, t_stage, t_mined = _throughput(
+            t_bare, t_decode, t_stage, t_mined = _throughput(
                 real.eval(), args.model, real_overrides, "trained", **case
             )
             trained = {
                 "model": str(args.model),
                 "threshold": load_params(params_file, real_overrides).mine.threshold,
                 "bare_forward_images_per_s": t_bare,
+                "decode_images_per_s": t_decode,
+                "decode_bound_over_bare": decode_bound(t_bare, t_decode),
                 "stage_images_per_s": t_stage,
                 "stage_over_bare": {w: v / t_bare for w, v in t_stage.items()},
                 "n_mined": t_mined["n_mined"],
@@ -339,6 +361,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "throughput": {
             "bare_forward_images_per_s": bare_ips,
+            "decode_images_per_s": decode_ips,
+            "decode_bound_over_bare": decode_bound(bare_ips, decode_ips),
             "stage_images_per_s": stage,
             "stage_over_bare": {w: v / bare_ips for w, v in stage.items()},
             "target": 0.9,

@@ -60,6 +60,9 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     assert set(t["stage_images_per_s"]) == {"0", "2"} and r["device"] == "cpu"
     for w, v in t["stage_images_per_s"].items():
         assert t["stage_over_bare"][w] == pytest.approx(v / t["bare_forward_images_per_s"])
+    for case in (t, r["throughput_trained"]):  # decoding alone, and the bound it sets
+        d, b = case["decode_images_per_s"], case["bare_forward_images_per_s"]
+        assert d > 0 and case["decode_bound_over_bare"] == pytest.approx(d / (d + b))
     # the large run mined twice the images, every one of them (worst case: areas everywhere)
     assert m["images"] == {"small": 16, "large": 32}
     assert m["mined"]["small"]["n_mined"] == 16 and m["mined"]["large"]["n_mined"] == 32
