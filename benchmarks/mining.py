@@ -61,8 +61,40 @@ from mentoring.training.outputs import model_arch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
+#: what both children run first: a thread that samples the process's RSS every 10 ms with the
+#: number of images the model has scored so far (the stages' forward is evaluation.predict)
+SAMPLER = """
+import os, threading
+import mentoring.evaluation as _ev
+_done, _samples, _stop = [0], [], threading.Event()
+_page = os.sysconf("SC_PAGE_SIZE") / 2**20
+_predict = _ev.predict
+def _counted(model, images, *a, **k):
+    out = _predict(model, images, *a, **k)
+    _done[0] += images.shape[0]
+    return out
+_ev.predict = _counted
+def _sample():
+    while not _stop.wait(0.01):
+        with open("/proc/self/statm") as f:
+            _samples.append((_done[0], int(f.read().split()[1]) * _page))
+threading.Thread(target=_sample, daemon=True).start()
+def tenths():
+    # peak RSS while the model scored each tenth of the images (the last one: and after);
+    # None for a tenth no sample fell in (a run of fewer batches than tenths)
+    _stop.set()
+    n = max(_done[0], 1)
+    peaks = [None] * 10
+    for done, rss in _samples:
+        k = min(done * 10 // n, 9)
+        peaks[k] = max(peaks[k] or 0.0, rss)
+    return peaks
+"""
+
 #: what a child process runs: the mine stage on one manifest, its wall time on stdout
-CHILD = """
+CHILD = (
+    SAMPLER
+    + """
 import json, resource, sys, time
 from pathlib import Path
 from mentoring.config import load_params
@@ -73,11 +105,14 @@ m = mine.run(p, Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]), Path(sy
 seconds = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
 print(json.dumps({"seconds": seconds, "n_mined": m["n_mined"], "n_areas": m["n_areas"],
-                  "peak_rss_mib": rss}))
+                  "peak_rss_mib": rss, "rss_by_tenth_mib": tenths()}))
 """
+)
 
 #: the evaluate stage on one manifest (untracked), the same way
-EVAL_CHILD = """
+EVAL_CHILD = (
+    SAMPLER
+    + """
 import json, resource, sys, time
 from pathlib import Path
 from mentoring.config import load_params
@@ -88,8 +123,9 @@ m = evaluate.run(p, Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]), tra
 seconds = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
 print(json.dumps({"seconds": seconds, "new_map": m["domains"]["new"]["map"],
-                  "peak_rss_mib": rss}))
+                  "peak_rss_mib": rss, "rss_by_tenth_mib": tenths()}))
 """
+)
 
 
 def _child(args: list[str], code: str = CHILD) -> tuple[dict[str, float], float]:
@@ -196,14 +232,27 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 def memory_summary(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     """Peak RSS of the small and large runs: every run's, the median per size, and the ratio of
     the medians (``large_over_small``), which the target is checked on: one process's peak is
-    the maximum of a noisy allocation pattern, so single runs of the same size differ."""
+    the maximum of a noisy allocation pattern, so single runs of the same size differ.
+
+    Within each large run, free of that noise: the peak RSS while the model scored each tenth of
+    its images (the first tenth is the small run's size; None where no sample fell), and
+    ``large_within_run``, the median over the large runs of the highest later tenth over the
+    first (1.0: no growth)."""
     peaks = {k: [float(r["peak_rss_mib"]) for r in v] for k, v in runs.items()}
     med = {k: float(statistics.median(v)) for k, v in peaks.items()}
+    by_tenth = [r["rss_by_tenth_mib"] for r in runs["large"]]
+    growth = [
+        max(later) / t[0]
+        for t in by_tenth
+        if t[0] and (later := [v for v in t[1:] if v is not None])
+    ]
     return {
         "peak_rss_mib": med,
         "peak_rss_mib_runs": peaks,
         "spread_mib": {k: max(v) - min(v) for k, v in peaks.items()},
         "large_over_small": med["large"] / med["small"],
+        "large_rss_by_tenth_mib": by_tenth,
+        "large_within_run": float(statistics.median(growth)) if growth else None,
     }
 
 

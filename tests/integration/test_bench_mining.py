@@ -40,6 +40,15 @@ def _check_memory(m: dict[str, Any]) -> None:
     assert m["large_over_small"] == pytest.approx(
         m["peak_rss_mib"]["large"] / m["peak_rss_mib"]["small"]
     )
+    # within each large run: a peak per tenth of its images, none above the process's peak
+    # (a tiny run is one batch: the tenths between its start and its end have no sample)
+    tenths = m["large_rss_by_tenth_mib"]
+    assert len(tenths) == 2 and all(len(t) == 10 for t in tenths)
+    for t, peak in zip(tenths, runs["large"], strict=True):
+        assert t[0] is not None and t[9] is not None  # before the first batch, after the last
+        assert all(100 < v <= peak + 1 for v in t if v is not None)  # MiB, torch loaded
+    growth = [max(v for v in t[1:] if v is not None) / t[0] for t in tenths]
+    assert m["large_within_run"] == pytest.approx(statistics.median(growth))
 
 
 def test_mining_benchmark_tiny(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 
 from mentoring.io import sha256_file, write_with
 
@@ -94,6 +96,18 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
     write_with(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """``pd.read_parquet(path)``, the same frame, through arrow's system allocator.
+
+    Arrow's default allocator (mimalloc) keeps the parquet reader's scratch memory after the read:
+    measured, reading a 15,000-row manifest left 50 MiB more resident than the frame needs
+    against 23 MiB through the system allocator, 1,500 rows 26 against 10 MiB. A stage that reads
+    the manifest and then streams the images kept that as a floor that grows with the line."""
+    pool = pa.system_memory_pool()
+    table = pads.dataset(path, format="parquet").to_table(memory_pool=pool)
+    return table.to_pandas(memory_pool=pool)
+
+
 def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
     """Read a manifest; with ``check_files``, every image and mask must exist.
 
@@ -103,7 +117,7 @@ def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found (run `mentoring line generate` first)")
-    df = pd.read_parquet(path)
+    df = _read_parquet(path)
     missing_cols = [c for c in COLUMNS if c not in df.columns]
     if missing_cols:
         raise ManifestError(f"{path}: manifest lacks columns {missing_cols}")
