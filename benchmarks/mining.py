@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -176,11 +177,13 @@ def _throughput(
     bare = []
     decode = []
     rows = select(read_manifest(manifest), "new", "pool")
+    busy = []  # the bare forward's CPU seconds per wall second: how many cores it keeps busy
     for _ in range(reps):  # the two side by side, so that both see the machine's same moods
-        t0 = time.perf_counter()
+        c0, t0 = _cpu_seconds(), time.perf_counter()
         with torch.no_grad():
             predict(model, images, batch_size, device, precision, channels_last=cuda)
         bare.append(time.perf_counter() - t0)
+        busy.append((_cpu_seconds() - c0) / bare[-1])
         t0 = time.perf_counter()
         for _ in image_batches(rows, data_root(manifest), batch_size, 0):
             pass
@@ -202,7 +205,14 @@ def _throughput(
             )
             runs.append(out["seconds"])
         stage[str(w)] = n / min(runs)
+    out = {**out, "bare_forward_cores_busy": statistics.median(busy)}
     return n / min(bare), n / min(decode), stage, out
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (every thread)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def decode_bound(bare_ips: float, decode_ips: float) -> float:
@@ -332,7 +342,7 @@ def main() -> None:
             workers=worker_counts, tmp=tmp_path, device=args.device,
             precision=args.precision, cuda=cuda,
         )  # fmt: skip
-        bare_ips, decode_ips, stage, _ = _throughput(
+        bare_ips, decode_ips, stage, untrained = _throughput(
             model, model_path, overrides, "untrained", **case
         )
         trained = None
@@ -346,6 +356,7 @@ def main() -> None:
                 "model": str(args.model),
                 "threshold": load_params(params_file, real_overrides).mine.threshold,
                 "bare_forward_images_per_s": t_bare,
+                "bare_forward_cores_busy": t_mined["bare_forward_cores_busy"],
                 "decode_images_per_s": t_decode,
                 "decode_bound_over_bare": decode_bound(t_bare, t_decode),
                 "stage_images_per_s": t_stage,
@@ -410,6 +421,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "throughput": {
             "bare_forward_images_per_s": bare_ips,
+            "bare_forward_cores_busy": untrained["bare_forward_cores_busy"],
             "decode_images_per_s": decode_ips,
             "decode_bound_over_bare": decode_bound(bare_ips, decode_ips),
             "stage_images_per_s": stage,

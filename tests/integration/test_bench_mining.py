@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,8 @@ def test_mining_benchmark_tiny(tmp_path: Path) -> None:
     for case in (t, r["throughput_trained"]):  # decoding alone, and the bound it sets
         d, b = case["decode_images_per_s"], case["bare_forward_images_per_s"]
         assert d > 0 and case["decode_bound_over_bare"] == pytest.approx(d / (d + b))
+        # CPU seconds per wall second of the forward: at most the machine's cores (+ noise)
+        assert 0 < case["bare_forward_cores_busy"] <= (os.cpu_count() or 1) + 0.5
     # the large run mined twice the images, every one of them (worst case: areas everywhere)
     assert m["images"] == {"small": 16, "large": 32}
     assert m["mined"]["small"]["n_mined"] == 16 and m["mined"]["large"]["n_mined"] == 32
