@@ -1,4 +1,4 @@
-"""Torch runtime set-up shared by every stage: device, threads, determinism."""
+"""Runtime set-up shared by every stage: device, threads, determinism, arrow's allocator."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pyarrow as pa
 import torch
 
 from mentoring.config import BaseParams
@@ -14,9 +15,16 @@ from mentoring.config import BaseParams
 def setup_torch(base: BaseParams) -> str:
     """Apply ``base`` (threads, deterministic kernels) and return the checked device string.
 
+    Also puts arrow, which holds pandas' strings, on the system allocator for the process: its
+    default (mimalloc) keeps the pages of freed arrays resident, so every manifest operation of
+    a stage (read, select, sort) left a floor that grew with the manifest's rows (measured:
+    `evaluate` of 15,000 images started streaming 50-70 MiB above the same stage on 1,500, none
+    of it live data; after the change the two are within the run-to-run noise).
+
     Raises:
         RuntimeError: a CUDA device is asked for and none is available.
     """
+    pa.set_memory_pool(pa.system_memory_pool())
     torch.set_num_threads(base.num_threads)
     if base.device.startswith("cuda"):
         if not torch.cuda.is_available():
