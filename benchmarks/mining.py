@@ -372,30 +372,15 @@ def main() -> None:
         # ``mem_reps`` times alternating (one size's peak moves by tens of MiB between runs)
         mine_runs: dict[str, list[dict[str, float]]] = {"small": [], "large": []}
         eval_runs: dict[str, list[dict[str, float]]] = {"small": [], "large": []}
+        stage_args = [str(params_file), json.dumps(overrides)]  # then manifest, model, outputs
         for r in range(args.mem_reps):
             for name, man in (("small", small), ("large", manifest)):
-                out, _ = _child(
-                    [
-                        str(params_file),
-                        json.dumps(overrides),
-                        str(man),
-                        str(model_path),
-                        str(tmp_path / f"tasks-{name}-{r}.json"),
-                        str(tmp_path / f"mine-{name}-{r}"),
-                    ]
-                )
+                tasks, results = tmp_path / f"tasks-{name}-{r}.json", tmp_path / f"mine-{name}-{r}"
+                out, _ = _child([*stage_args, str(man), str(model_path), str(tasks), str(results)])
                 mine_runs[name].append(out)
             for name, man in (("small", small_eval), ("large", manifest)):
-                out, _ = _child(
-                    [
-                        str(params_file),
-                        json.dumps(overrides),
-                        str(man),
-                        str(model_path),
-                        str(tmp_path / f"eval-{name}-{r}"),
-                    ],
-                    EVAL_CHILD,
-                )
+                results = tmp_path / f"eval-{name}-{r}"
+                out, _ = _child([*stage_args, str(man), str(model_path), str(results)], EVAL_CHILD)
                 eval_runs[name].append(out)
     # 3. the limit (of the CPU; a GPU's is benchmarks/gpu.py's)
     model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
