@@ -129,7 +129,7 @@ print(json.dumps({"seconds": seconds, "new_map": m["domains"]["new"]["map"],
 )
 
 
-def _child(args: list[str], code: str = CHILD) -> tuple[dict[str, float], float]:
+def _child(args: list[str], code: str = CHILD) -> tuple[dict[str, Any], float]:
     """Run ``code`` in a fresh process; return its output and its own peak RSS in MiB."""
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=3600
@@ -159,6 +159,7 @@ def _throughput(
     tag: str,
     *,
     images: torch.Tensor,
+    rows: pd.DataFrame,
     manifest: Path,
     params_file: Path,
     batch_size: int,
@@ -168,15 +169,14 @@ def _throughput(
     device: str,
     precision: str,
     cuda: bool,
-) -> tuple[float, dict[str, float], dict[str, float]]:
+) -> tuple[float, float, dict[str, float], dict[str, Any]]:
     """The bare forward of ``model`` on ``images`` (in memory) against the `mine` stage on the
-    same images read from ``manifest``, per decoding worker count: (bare images/s, decoding
-    alone in images/s (the stage's reader without the forward, in the main process), stage
-    images/s per worker count, the last stage run's counts)."""
+    same images, the rows ``rows`` of ``manifest``, per decoding worker count: (bare images/s,
+    decoding alone in images/s (the stage's reader without the forward, in the main process),
+    stage images/s per worker count, the last stage run's counts)."""
     n = len(images)
     bare = []
     decode = []
-    rows = select(read_manifest(manifest), "new", "pool")
     busy = []  # the bare forward's CPU seconds per wall second: how many cores it keeps busy
     for _ in range(reps):  # the two side by side, so that both see the machine's same moods
         c0, t0 = _cpu_seconds(), time.perf_counter()
@@ -189,7 +189,7 @@ def _throughput(
             pass
         decode.append(time.perf_counter() - t0)
     stage: dict[str, float] = {}
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for w in workers:
         runs = []
         for r in range(reps):
@@ -223,7 +223,7 @@ def decode_bound(bare_ips: float, decode_ips: float) -> float:
 
 
 def marginal(
-    runs: dict[str, dict[str, float]], small: int, large: int, bare_ips: float
+    runs: dict[str, dict[str, Any]], small: int, large: int, bare_ips: float
 ) -> dict[str, float]:
     """The stage's steady rate from its two memory runs: the extra images over the extra
     seconds, which leaves out what a run pays once whatever its size (imports excluded, the
@@ -234,12 +234,12 @@ def marginal(
     return {"marginal_images_per_s": ips, "marginal_over_bare": ips / bare_ips}
 
 
-def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median wall time among repeated runs of one size (its counts and RSS)."""
     return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
 
 
-def memory_summary(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+def memory_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Peak RSS of the small and large runs: every run's, the median per size, and the ratio of
     the medians (``large_over_small``), which the target is checked on: one process's peak is
     the maximum of a noisy allocation pattern, so single runs of the same size differ.
@@ -323,7 +323,8 @@ def main() -> None:
         pool = select(full, "new", "pool")
         # the small run: a manifest with the first ``pool`` images of the pool
         small = tmp_path / "data/manifests/small.parquet"
-        pool.head(args.pool).to_parquet(small)
+        small_rows = pool.head(args.pool)
+        small_rows.to_parquet(small)
         # evaluation: the first ``pool`` new-domain evaluation images (+ the constant original set)
         small_eval = tmp_path / "data/manifests/small-eval.parquet"
         orig_eval = select(full, "original", "eval")
@@ -335,9 +336,9 @@ def main() -> None:
         save_model(model_path, model, model_arch(p), p.line.classes)
 
         # 1. throughput, same images: the bare forward on a tensor against the stage
-        images = load_images(pool.head(args.pool), data_root(manifest))
+        images = load_images(small_rows, data_root(manifest))
         case = dict(
-            images=images, manifest=small, params_file=params_file,
+            images=images, rows=small_rows, manifest=small, params_file=params_file,
             batch_size=p.mine.batch_size, reps=args.reps,
             workers=worker_counts, tmp=tmp_path, device=args.device,
             precision=args.precision, cuda=cuda,
@@ -370,8 +371,8 @@ def main() -> None:
 
         # 2. memory: each stage over pool and factor x pool images, a fresh process each,
         # ``mem_reps`` times alternating (one size's peak moves by tens of MiB between runs)
-        mine_runs: dict[str, list[dict[str, float]]] = {"small": [], "large": []}
-        eval_runs: dict[str, list[dict[str, float]]] = {"small": [], "large": []}
+        mine_runs: dict[str, list[dict[str, Any]]] = {"small": [], "large": []}
+        eval_runs: dict[str, list[dict[str, Any]]] = {"small": [], "large": []}
         stage_args = [str(params_file), json.dumps(overrides)]  # then manifest, model, outputs
         for r in range(args.mem_reps):
             for name, man in (("small", small), ("large", manifest)):
@@ -382,6 +383,7 @@ def main() -> None:
                 results = tmp_path / f"eval-{name}-{r}"
                 out, _ = _child([*stage_args, str(man), str(model_path), str(results)], EVAL_CHILD)
                 eval_runs[name].append(out)
+    mine_median = {k: median_run(v) for k, v in mine_runs.items()}
     # 3. the limit (of the CPU; a GPU's is benchmarks/gpu.py's)
     model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     size = p.line.image_size
@@ -417,9 +419,9 @@ def main() -> None:
         "memory": {
             **memory_summary(mine_runs),
             "images": {"small": args.pool, "large": big},
-            "mined": {k: median_run(v) for k, v in mine_runs.items()},
+            "mined": mine_median,
             "target": 1.1,
-            **marginal({k: median_run(v) for k, v in mine_runs.items()}, args.pool, big, bare_ips),
+            **marginal(mine_median, args.pool, big, bare_ips),
         },
         "evaluation_memory": {
             **memory_summary(eval_runs),

@@ -30,7 +30,7 @@ class ImageError(ValueError):
     """An image or mask file that cannot be used; the message names the file."""
 
 
-def read_image(path: Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a PNG as (channels, H, W) uint8; raise :class:`ImageError` naming the file."""
     try:
         with Image.open(path) as im:
@@ -45,7 +45,7 @@ def read_image(path: Path, channels: int, size: tuple[int, int] | None = None) -
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """Read a class-index mask PNG as (H, W) uint8; raise :class:`ImageError` naming it."""
     try:
         with Image.open(path) as im:

@@ -38,7 +38,7 @@ class ManifestImages(Dataset[torch.Tensor]):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         # PIL's arrays are read-only: a contiguous, writable copy (torch warns on read-only)
-        image = read_image(Path(self.paths[i]), self.channels, self.size)
+        image = read_image(self.paths[i], self.channels, self.size)
         return torch.from_numpy(np.require(image, requirements=["C", "W"]))
 
 
@@ -57,7 +57,7 @@ class ManifestImagesMasks(ManifestImages):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         # writable, as torch wants (newer Pillow/numpy hand out read-only arrays)
-        mask = np.require(read_mask(Path(self.masks[i]), self.size), requirements=["C", "W"])
+        mask = np.require(read_mask(self.masks[i], self.size), requirements=["C", "W"])
         return super().__getitem__(i), torch.from_numpy(mask)
 
 
