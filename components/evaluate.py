@@ -14,6 +14,7 @@ def evaluate(
     metrics: Output[Metrics],
     kfp_run_id: str = "",
     git_commit: str = "",
+    store_dir: str = "",
 ) -> None:
     """The ``evaluate`` stage: per-domain metrics and plots of model ``name``.
 
@@ -27,7 +28,7 @@ def evaluate(
     from mentoring.stages import evaluate as stage
 
     adapter.enter_run(kfp_run_id, git_commit)
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     results = Path(evaluation.path)
     m = stage.run(adapter.params_from(params), adapter.manifest_of(root), model.path, results, name)
     evaluation.metadata.update({"name": name, "model_sha256": model.metadata.get("sha256", "")})

@@ -13,6 +13,7 @@ def import_feedback(
     report: Output[Artifact],
     metrics: Output[Metrics],
     feedback_dir: str = "",
+    store_dir: str = "",
 ) -> None:
     """The ``mentor`` stage: validate the operators' feedback on ``tasks`` and import it into
     partial labels (``labels/partial_labels.npz``).
@@ -25,7 +26,7 @@ def import_feedback(
     from mentoring.orchestration import adapter
     from mentoring.stages import mentor as stage
 
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     results = Path(report.path)
     out = Path(labels.path)
     folder = Path(feedback_dir) if feedback_dir else adapter.scratch("feedback")

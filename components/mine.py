@@ -12,6 +12,7 @@ def mine(
     tasks: Output[Artifact],
     metrics: Output[Metrics],
     s3_uri: str = "",
+    store_dir: str = "",
 ) -> None:
     """The ``mine`` stage: the deployed model picks the pool images operators should see.
 
@@ -24,7 +25,7 @@ def mine(
     from mentoring.orchestration import adapter
     from mentoring.stages import mine as stage
 
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     out = Path(tasks.path) / "tasks.json"
     name = model.metadata.get("uri") or model.metadata.get("name") or "deployed"
     m = stage.run(

@@ -16,6 +16,7 @@ def register(
     metrics: Output[Metrics],
     kfp_run_id: str = "",
     git_commit: str = "",
+    store_dir: str = "",
 ) -> None:
     """The ``register`` stage: register every trained model and promote the best one only
     through the gate (``decision/decision.json`` says why).
@@ -31,7 +32,7 @@ def register(
     from mentoring.stages import register as stage
 
     adapter.enter_run(kfp_run_id, git_commit)
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     work = adapter.scratch("register")
     train_dir = adapter.layout(
         work / "train", {f"{m.metadata['name']}/mlflow.json": m.metadata["mlflow"] for m in models}

@@ -16,6 +16,7 @@ def report(
     summary: Output[Artifact],
     kfp_run_id: str = "",
     git_commit: str = "",
+    store_dir: str = "",
 ) -> None:
     """The ``report`` stage: the paper's Table 1 of this run (``table``), its bar chart and t-SNE
     figure (``plots``, one page) and ``table1.json`` (``summary``).
@@ -30,7 +31,7 @@ def report(
     from mentoring.stages import report as stage
 
     adapter.enter_run(kfp_run_id, git_commit)
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     work = adapter.scratch("report")
     evals = adapter.collect_dir(evaluations, work / "evaluate", "metrics.json")
     models_dir = work / "models"

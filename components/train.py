@@ -28,7 +28,7 @@ def train(
     from mentoring.stages import train as stage
 
     adapter.enter_run(kfp_run_id, git_commit)
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     results = adapter.scratch("train")
     m = stage.run(
         adapter.params_from(params),

@@ -24,7 +24,7 @@ def train_baseline(
     from mentoring.stages import train_baseline as stage
 
     adapter.enter_run(kfp_run_id, git_commit)
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     results = adapter.scratch("train_baseline")
     m = stage.run(
         adapter.params_from(params),

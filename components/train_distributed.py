@@ -49,7 +49,7 @@ def train_distributed(
     from mentoring.orchestration import adapter, trainjob
 
     adapter.enter_run(kfp_run_id, git_commit)
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     files = trainjob.train_on_cluster(
         adapter.params_from(params),
         strategy,

@@ -10,6 +10,7 @@ def validate(
     line: Input[Dataset],
     report: Output[Artifact],
     metrics: Output[Metrics],
+    store_dir: str = "",
 ) -> None:
     """The ``validate`` stage: the great-expectations suite of the line's manifest.
 
@@ -19,7 +20,7 @@ def validate(
     from mentoring.stages import validate as stage
 
     results = adapter.scratch("validate")
-    root = adapter.line_root(line.path, line.metadata)
+    root = adapter.line_root(line.path, line.metadata, store_dir)
     try:
         m = stage.run(adapter.params_from(params), adapter.manifest_of(root), results)
     finally:

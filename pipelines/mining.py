@@ -14,7 +14,7 @@ from mentoring.components.finish_run import finish_run
 from mentoring.components.mine import mine
 from mentoring.config import Params
 from mentoring.orchestration.adapter import pipeline_value
-from mentoring.pipelines.platform import configure, pipeline_config
+from mentoring.pipelines.platform import configure, pipeline_config, store_dir
 from mentoring.pipelines.steps import validated_line
 
 NAME = "mentoring-mining"
@@ -45,7 +45,7 @@ def build(settings: Params) -> Any:
         champion_ref: the registry alias (or version) that mines.
         tasks_s3_uri: s3://bucket/prefix the tasks are copied under; empty: artifact only.
         dataset_repo: git URL of a DVC-versioned line; empty: params' line.source.
-        dataset_rev: its commit sha.
+        dataset_rev: a commit sha, tag or branch (resolved when the run runs).
         git_commit: the code's commit, for the MLflow lineage.
         """
         finish = configure(finish_run(params=params, kfp_run_id=run_id), "finish_run", cfg)
@@ -57,7 +57,13 @@ def build(settings: Params) -> Any:
                 fetch_model(params=params, ref=champion_ref), "fetch_model", cfg
             ).after(checked)
             configure(
-                mine(params=params, line=line, model=fetched.outputs["model"], s3_uri=tasks_s3_uri),
+                mine(
+                    params=params,
+                    line=line,
+                    model=fetched.outputs["model"],
+                    s3_uri=tasks_s3_uri,
+                    store_dir=store_dir(cfg),
+                ),
                 "mine",
                 cfg,
             )

@@ -4,21 +4,33 @@ Applied at compile time, per task: the image, CPU/memory requests and limits, GP
 training tasks (accelerator, node selector, toleration, a memory-backed ``/dev/shm``), the
 Kubernetes secrets that carry MLflow and S3 credentials into the environment (by constant name:
 a secret named by a pipeline parameter fails inside ``ParallelFor``, kubeflow/pipelines#13078),
-retries with backoff on the tasks that talk to S3 or MLflow, and the image store (a Pipeline Run
-Workspace or a PVC). ``kfp.local`` runners ignore the Kubernetes part; locally the variables are
-absent and the components fall back on params (the embedded MLflow store).
+retries with backoff on the tasks that talk to S3 or MLflow, the image store (a Pipeline Run
+Workspace with its claim's access modes and storage class, or a PVC) and caching. ``kfp.local``
+runners ignore the Kubernetes part; locally the variables are absent and the components fall back
+on params (the embedded MLflow store). On a cluster (the backend sets ``KFP_POD_NAME``) a task
+whose tracking store would be pod-local fails at once, naming the secret it expected
+(:func:`mentoring.orchestration.adapter.check_cluster_env`).
+
+Caching (the rule, docs/kubeflow-cluster.md): a task whose result depends on anything outside
+its inputs (the registry, S3, a folder, a branch, the clock, MLflow's runs) is never served from
+the cache. Only ``validate`` (a pure function of its params and line) and ``ingest`` when the
+images travel as its artifact (its key then holds ``line_version``'s source key) may be.
 """
 
 from __future__ import annotations
 
 from kfp import dsl, kubernetes
 
-from mentoring.config import KfpParams, Params
+from mentoring.config import KfpParams
+from mentoring.orchestration.adapter import SECRETS_ENV
 
 #: training tasks: GPU nodes and the CUDA image
 GPU_TASKS = frozenset({"train", "train_baseline"})
 #: tasks that do not talk to S3 or MLflow (no retries: a failure there is deterministic)
 NO_RETRY = frozenset({"validate", "import_feedback"})
+#: the only tasks that may be served from the cache: their outputs are a function of their
+#: inputs alone (ingest only with kfp.store: artifacts, see :func:`cacheable`)
+PURE_TASKS = frozenset({"validate", "ingest"})
 #: MLflow secret keys -> environment variables (the credentials are optional: a server without
 #: authentication needs only the URI)
 MLFLOW_KEYS = {
@@ -44,19 +56,48 @@ def ingest_run_id(cfg: KfpParams, run_id: str) -> str:
     return run_id if cfg.store == "pvc" else ""
 
 
-def cache_line(params: Params, cfg: KfpParams) -> bool:
-    """Whether the ingest step may be cached: its cache key is its arguments (params, dataset
-    repo and commit sha), so only when the images travel as its artifact (a cached step's
-    workspace or PVC folder would not be there) and the line does not come from a folder whose
-    content the key cannot see."""
-    return cfg.store == "artifacts" and params.line.source != "folder"
+def cacheable(component: str, cfg: KfpParams) -> bool:
+    """Whether ``component``'s task may be served from the cache (the module's rule).
+
+    ``ingest`` only with ``kfp.store: artifacts``: with a workspace or PVC store a cached step
+    would leave this run's store without the images.
+    """
+    if component == "ingest":
+        return cfg.store == "artifacts"
+    return component in PURE_TASKS
+
+
+def workspace_pvc_patch(cfg: KfpParams) -> dict[str, object]:
+    """The workspace claim's spec patch: access modes, and the storage class when one is named.
+
+    The backend accepts only these two keys, requires access modes unless its administrator set
+    a default spec, and refuses an empty storage class (2.17.0
+    ``backend/src/v2/compiler/argocompiler/argo.go``, ``GetWorkspacePVC``).
+    """
+    patch: dict[str, object] = {"accessModes": list(cfg.workspace_access_modes)}
+    if cfg.workspace_storage_class:
+        patch["storageClassName"] = cfg.workspace_storage_class
+    return patch
 
 
 def pipeline_config(cfg: KfpParams) -> dsl.PipelineConfig | None:
     """The Pipeline Run Workspace of ``kfp.store: workspace``."""
     if cfg.store == "workspace":
-        return dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size=cfg.workspace_size))
+        return dsl.PipelineConfig(
+            workspace=dsl.WorkspaceConfig(
+                size=cfg.workspace_size,
+                kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch=workspace_pvc_patch(cfg)),
+            )
+        )
     return None
+
+
+def secrets_env(cfg: KfpParams) -> str:
+    """``VAR=secret,...``: which secret each credential variable is read from (for the error a
+    task gives when one is missing)."""
+    pairs = [(v, cfg.mlflow_secret) for v in MLFLOW_KEYS.values()]
+    pairs += [(v, cfg.s3_secret) for v in S3_KEYS.values()]
+    return ",".join(f"{var}={secret}" for var, secret in pairs)
 
 
 def configure(task: dsl.PipelineTask, component: str, cfg: KfpParams) -> dsl.PipelineTask:
@@ -78,10 +119,12 @@ def configure(task: dsl.PipelineTask, component: str, cfg: KfpParams) -> dsl.Pip
         )
     kubernetes.use_secret_as_env(task, cfg.mlflow_secret, MLFLOW_KEYS, optional=True)
     kubernetes.use_secret_as_env(task, cfg.s3_secret, S3_KEYS, optional=True)
+    task.set_env_variable(SECRETS_ENV, secrets_env(cfg))
     if cfg.s3_endpoint:
         task.set_env_variable("AWS_ENDPOINT_URL", cfg.s3_endpoint)
     if cfg.store == "pvc":
         kubernetes.mount_pvc(task, cfg.pvc_name, cfg.pvc_mount)
     if component not in NO_RETRY and cfg.retry.count:
         task.set_retry(cfg.retry.count, cfg.retry.backoff, cfg.retry.factor, cfg.retry.max_backoff)
+    task.set_caching_options(cacheable(component, cfg))
     return task

@@ -58,21 +58,25 @@ def build(settings: Params) -> Any:
         params: every section of params.yaml (defaults: the file at compile time).
         strategies: the strategies trained in parallel (train.strategies).
         dataset_repo: git URL of a DVC-versioned line; empty: params' line.source.
-        dataset_rev: its commit sha (a branch is refused: the cache key is the sha).
+        dataset_rev: a commit sha, tag or branch (resolved when the run runs, by line_version).
         feedback_dir: folder of operator feedback files; empty with mentor.source simulate.
         git_commit: the code's commit, for the MLflow lineage (set by `mentoring kfp run`).
         """
         finish = configure(finish_run(params=params, kfp_run_id=run_id), "finish_run", cfg)
         with dsl.ExitHandler(finish, name="tracked-run"):
-            common = {"params": params, "kfp_run_id": run_id, "git_commit": git_commit}
+            common = {
+                "params": params,
+                "kfp_run_id": run_id,
+                "git_commit": git_commit,
+                # every task that reads the line gets the store (what mounts it on a cluster)
+                "store_dir": store,
+            }
             line, checked = validated_line(
                 settings, NAME, params, dataset_repo, dataset_rev, git_commit
             )
             champ = configure(champion(params=params), "champion", cfg).after(checked)
             with dsl.If(champ.output == "", name="first-run"):
-                base = configure(
-                    train_baseline(**common, line=line, store_dir=store), "train_baseline", cfg
-                )
+                base = configure(train_baseline(**common, line=line), "train_baseline", cfg)
                 base_eval = configure(
                     evaluate(**common, name="baseline", line=line, model=base.outputs["model"]),
                     "evaluate",
@@ -89,13 +93,16 @@ def build(settings: Params) -> Any:
             deployed_eval = dsl.OneOf(
                 base_eval.outputs["evaluation"], fetched_eval.outputs["evaluation"]
             )
-            mined = configure(mine(params=params, line=line, model=deployed), "mine", cfg)
+            mined = configure(
+                mine(params=params, line=line, model=deployed, store_dir=store), "mine", cfg
+            )
             labels = configure(
                 import_feedback(
                     params=params,
                     line=line,
                     tasks=mined.outputs["tasks"],
                     feedback_dir=feedback_dir,
+                    store_dir=store,
                 ),
                 "import_feedback",
                 cfg,
@@ -107,7 +114,6 @@ def build(settings: Params) -> Any:
                     "line": line,
                     "labels": labels.outputs["labels"],
                     "deployed": deployed,
-                    "store_dir": store,
                 }
                 trained = configure(
                     train_distributed(

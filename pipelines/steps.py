@@ -1,14 +1,19 @@
-"""Task groups both pipelines share: the tracked start and the validated line."""
+"""Task groups both pipelines share: the tracked start and the validated line.
+
+start_run -> line_version (what the source holds now; never cached) -> ingest (cached only
+when the images travel as its artifact: its key then holds the source's version) -> validate
+"""
 
 from typing import Any
 
 from kfp import dsl
 
 from mentoring.components.ingest import ingest
+from mentoring.components.line_version import line_version
 from mentoring.components.start_run import start_run
 from mentoring.components.validate import validate
 from mentoring.config import Params
-from mentoring.pipelines.platform import cache_line, configure, ingest_run_id, store_dir
+from mentoring.pipelines.platform import configure, ingest_run_id, store_dir
 
 
 def validated_line(
@@ -42,17 +47,24 @@ def validated_line(
         "start_run",
         cfg,
     )
+    version = configure(
+        line_version(params=params, dataset_repo=dataset_repo, dataset_rev=dataset_rev),
+        "line_version",
+        cfg,
+    ).after(start)
     line_task = configure(
         ingest(
             params=params,
             store_dir=store_dir(cfg),
             kfp_run_id=ingest_run_id(cfg, run_id),
             dataset_repo=dataset_repo,
-            dataset_rev=dataset_rev,
+            dataset_rev=version.outputs["rev"],
+            source_key=version.outputs["key"],
         ),
         "ingest",
         cfg,
-    ).after(start)
-    line_task.set_caching_options(cache_line(settings, cfg))
+    )
     line = line_task.outputs["line"]
-    return line, configure(validate(params=params, line=line), "validate", cfg)
+    return line, configure(
+        validate(params=params, line=line, store_dir=store_dir(cfg)), "validate", cfg
+    )

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import tempfile
 import time
@@ -136,10 +137,15 @@ def resolve_dataset(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def run_arguments(name: str, params: Params, sets: list[str]) -> dict[str, Any]:
-    """The arguments of a run: :func:`arguments`, the dataset revision resolved to its sha, and
+def run_arguments(
+    name: str, params: Params, sets: list[str], resolve: bool = True
+) -> dict[str, Any]:
+    """The arguments of a run: :func:`arguments`, the dataset revision resolved to its sha
+    (unless ``resolve`` is false: a schedule keeps the branch, resolved when each run runs), and
     this checkout's commit as ``git_commit`` unless given."""
-    args = resolve_dataset(arguments(name, params, sets))
+    args = arguments(name, params, sets)
+    if resolve:
+        args = resolve_dataset(args)
     args.setdefault("git_commit", head_commit())
     return args
 
@@ -180,6 +186,58 @@ def submit(
     return {"run_id": result.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
 
 
+def _equals(key: str, value: str) -> str:
+    """A KFP API filter: ``key`` equals ``value``."""
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
+
+
+#: most pages read from one listing (100 items each): a bounded loop
+MAX_PAGES = 100
+
+
+def _pages(list_page: Callable[[str], Any], field: str) -> Iterator[Any]:
+    """Every item of a paginated KFP listing (``field`` of each response)."""
+    token = ""
+    for _ in range(MAX_PAGES):
+        page = list_page(token)
+        yield from getattr(page, field, None) or []
+        token = getattr(page, "next_page_token", "") or ""
+        if not token:
+            return
+    raise RuntimeError(f"more than {MAX_PAGES} pages of {field}")
+
+
+def find_pipeline(kfp_client: Any, name: str, namespace: str | None) -> str | None:
+    """The id of pipeline ``name`` in ``namespace`` (multi-user Kubeflow keeps pipelines per
+    namespace: a lookup without it sees only the shared ones)."""
+    found = list(
+        _pages(
+            lambda token: kfp_client.list_pipelines(
+                page_token=token, page_size=100, filter=_equals("display_name", name),
+                namespace=namespace,
+            ),
+            "pipelines",
+        )
+    )  # fmt: skip
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} pipelines named {name!r} in namespace {namespace!r}")
+    return found[0].pipeline_id if found else None
+
+
+def own_recurring_runs(
+    kfp_client: Any, experiment_id: str, job_name: str, namespace: str | None
+) -> list[str]:
+    """The ids of the recurring runs named ``job_name`` in the experiment."""
+    runs = _pages(
+        lambda token: kfp_client.list_recurring_runs(
+            page_token=token, page_size=100, experiment_id=experiment_id,
+            namespace=namespace, filter=_equals("display_name", job_name),
+        ),
+        "recurring_runs",
+    )  # fmt: skip
+    return [r.recurring_run_id for r in runs if r.display_name == job_name]
+
+
 def schedule(
     host: str,
     name: str,
@@ -188,20 +246,27 @@ def schedule(
     cron: str | None = None,
     version: str | None = None,
     namespace: str | None = None,
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Upload pipeline ``name`` as a new version (the pipeline is created on first use) and
-    create a recurring run on it: ``cron`` (KFP's 6-field cron, seconds first; default
-    ``kfp.<name>_cron``), at most one run at a time, no catch-up of missed runs."""
+    schedule it: ``cron`` (KFP's 6-field cron, seconds first; default ``kfp.<name>_cron``), at
+    most one run at a time, no catch-up of missed runs.
+
+    The recurring run is ``mentoring-<name>-schedule``: scheduling again **replaces** it (the new
+    one is created first, then the earlier ones of that name are deleted, so a failure leaves the
+    old schedule running). A branch ``dataset_rev`` stays a branch: each run resolves it when it
+    runs (the ``line_version`` task) and records the sha it used.
+    """
     cron = cron or (params.kfp.retraining_cron if name == "retraining" else params.kfp.mining_cron)
     if len(cron.split()) != 6:
         raise ValueError(f"cron {cron!r}: Kubeflow expects 6 fields, seconds first")
-    args = run_arguments(name, params, sets)
+    args = run_arguments(name, params, sets, resolve=False)
     version = version or f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     kfp_client = client(host, namespace)
     pipeline_name = f"mentoring-{name}"
+    job_name = f"{pipeline_name}-schedule"
     with tempfile.TemporaryDirectory() as tmp:
         package = str(compile_pipeline(name, params, Path(tmp) / f"{name}.yaml"))
-        pipeline_id = kfp_client.get_pipeline_id(pipeline_name)
+        pipeline_id = find_pipeline(kfp_client, pipeline_name, namespace)
         if pipeline_id is None:
             pipeline_id = kfp_client.upload_pipeline(
                 package, pipeline_name=pipeline_name, namespace=namespace
@@ -215,9 +280,10 @@ def schedule(
         )
     except ValueError:
         experiment = kfp_client.create_experiment(params.kfp.experiment, namespace=namespace)
+    previous = own_recurring_runs(kfp_client, experiment.experiment_id, job_name, namespace)
     job = kfp_client.create_recurring_run(
         experiment_id=experiment.experiment_id,
-        job_name=f"{pipeline_name}-schedule",
+        job_name=job_name,
         cron_expression=cron,
         max_concurrency=1,
         no_catchup=True,
@@ -225,11 +291,14 @@ def schedule(
         pipeline_id=pipeline_id,
         version_id=pv.pipeline_version_id,
     )
+    for old in previous:
+        kfp_client.delete_recurring_run(old)
     return {
         "recurring_run_id": job.recurring_run_id,
         "pipeline_id": pipeline_id,
         "version_id": pv.pipeline_version_id,
         "cron": cron,
+        "replaced": previous,
     }
 
 

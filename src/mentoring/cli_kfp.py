@@ -91,7 +91,8 @@ def kfp_schedule(
     params: ParamsOpt = PARAMS,
     set_: SetOpt = None,
 ) -> None:
-    """Upload a new pipeline version and run it on a schedule (max 1 at a time, no catch-up)."""
+    """Upload a new pipeline version and run it on a schedule (max 1 at a time, no catch-up),
+    replacing this pipeline's earlier schedule; a branch dataset_rev is resolved at each run."""
     from mentoring.pipelines.submit import schedule
 
     r = schedule(host, pipeline, _params(params, set_), param or [], cron, version, namespace)
@@ -99,6 +100,8 @@ def kfp_schedule(
         f"recurring run {r['recurring_run_id']} ({r['cron']}) on pipeline {r['pipeline_id']} "
         f"version {r['version_id']}"
     )
+    for old in r["replaced"]:
+        out.print(f"replaced the earlier recurring run {old}")
 
 
 @kfp_app.command("run-local")

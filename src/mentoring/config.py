@@ -404,6 +404,14 @@ class Retry(_Section):
     max_backoff: str = "600s"  # longest wait
 
 
+#: a PersistentVolumeClaim's access mode (Kubernetes' names)
+AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod", "ReadOnlyMany"]
+
+
+def _read_write_many() -> list[AccessMode]:
+    return ["ReadWriteMany"]
+
+
 class KfpParams(_Section):
     """Kubeflow Pipelines: compile-time platform settings (the runs' own params are `params`)."""
 
@@ -411,6 +419,10 @@ class KfpParams(_Section):
     gpu_image: str = "ghcr.io/mentoring/mentoring-cuda:0.1.0"  # image of the training tasks
     store: Literal["workspace", "artifacts", "pvc"] = "workspace"  # where the line's images live
     workspace_size: str = "20Gi"  # Pipeline Run Workspace volume (store: workspace)
+    workspace_access_modes: list[AccessMode] = Field(
+        default_factory=_read_write_many, min_length=1
+    )  # its claim's access modes: train pods of one run on several GPU nodes need ReadWriteMany
+    workspace_storage_class: str = ""  # its claim's storage class; "" = the cluster's default
     pvc_name: str = "mentoring-data"  # existing PersistentVolumeClaim (store: pvc)
     pvc_mount: str = "/mnt/mentoring"  # its mount path in every task
     gpu: GpuNodes = Field(default_factory=GpuNodes)  # training tasks' nodes

@@ -33,7 +33,9 @@ class Area:
     """A detected area: connected cells of one class at or above its threshold.
 
     Attributes:
-        area_id: ``<image_id>/<class>/<k>``, unique within the image.
+        area_id: ``<image_id>/<class>/<k>``, unique within the image; for mining tasks
+            ``<image_id>/<class>/<digest>``, derived from the area's content
+            (:func:`content_area_id`).
         cls: class name.
         cells: (row, col) of each cell of the area, row-major order.
         bbox: (x0, y0, x1, y1) in pixels, x1/y1 exclusive.
@@ -90,8 +92,11 @@ class AreaArrays:
     rows: np.ndarray
     cols: np.ndarray
 
-    def areas(self, classes: Sequence[str], image_id: str) -> list[Area]:
-        """The areas as :class:`Area` objects, ids ``<image_id>/<class>/<k>``."""
+    def areas(
+        self, classes: Sequence[str], image_id: str, image_sha256: str | None = None
+    ) -> list[Area]:
+        """The areas as :class:`Area` objects, ids ``<image_id>/<class>/<k>``, or derived from
+        their content (:func:`content_area_id`) when ``image_sha256`` is given."""
         rows_l, cols_l = self.rows.tolist(), self.cols.tolist()
         out: list[Area] = []
         begin = 0
@@ -103,17 +108,37 @@ class AreaArrays:
             self.bbox.tolist(),
             strict=True,
         ):
+            cells = tuple(zip(rows_l[begin:end], cols_l[begin:end], strict=True))
             out.append(
                 Area(
-                    f"{image_id}/{classes[ci]}/{kk}",
+                    f"{image_id}/{classes[ci]}/{kk}"
+                    if image_sha256 is None
+                    else content_area_id(image_id, image_sha256, classes[ci], cells),
                     classes[ci],
-                    tuple(zip(rows_l[begin:end], cols_l[begin:end], strict=True)),
+                    cells,
                     (box[0], box[1], box[2], box[3]),
                     float(score),
                 )
             )
             begin = end
         return out
+
+
+def content_area_id(
+    image_id: str, image_sha256: str, cls: str, cells: Sequence[tuple[int, int]]
+) -> str:
+    """``<image_id>/<class>/<digest>``: the id of an area by what it is, not where it is listed.
+
+    The digest is the first 12 hex digits of the sha256 of the image's bytes' sha256, the class
+    and the sorted cells. The same image, class and cells always give the same id, whichever
+    mining run found them and in whatever order; any other area (another model's, a re-taken
+    image's) gets another one. So a verdict can only ever land on the cells it was given for:
+    feedback for an area that is not in the tasks is refused by its id, where positional ids
+    (``<k>``, the k-th area of its class) let a newer mining's area take an older verdict.
+    """
+    text = ";".join(f"{r},{c}" for r, c in sorted(cells))
+    digest = hashlib.sha256(f"{image_sha256}\0{cls}\0{text}".encode()).hexdigest()[:12]
+    return f"{image_id}/{cls}/{digest}"
 
 
 _NONE = np.zeros(0, np.int64)

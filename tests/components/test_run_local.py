@@ -11,29 +11,49 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from typer.testing import CliRunner
 
+from mentoring.cli import app
 from mentoring.config import Params, load_params
 from mentoring.pipelines import submit
 from tests.servers import aws_client_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
-STRATEGIES = ["scratch", "transfer+omnia"]
 
 
-OVERRIDES: dict[str, Any] = {
-    "base.profile": "tiny",
-    "train_baseline.epochs": 2,
-    "train.epochs": 1,
-    "train.strategies": STRATEGIES,
-    "evaluate.n_examples": 2,
-    "mine.threshold": 0.01,  # a 2-epoch model detects little at 0.5
-}
+def readme_command() -> list[str]:
+    """The README's ``mentoring kfp run-local --pipeline retraining ...`` command, as arguments
+    (without ``mentoring``): the retraining run below is exactly the one a newcomer copies."""
+    text = (REPO / "README.md").read_text()
+    found = re.search(r"^mentoring kfp run-local --pipeline retraining(?:.*\\\n)*.*$", text, re.M)
+    assert found, "README.md: no `mentoring kfp run-local --pipeline retraining` command"
+    return shlex.split(found.group(0).replace("\\\n", " "), comments=True)[1:]
+
+
+def _overrides(args: list[str]) -> dict[str, Any]:
+    """The params the README's command sets (``--profile``, ``-S``, ``--param strategies``)."""
+    from mentoring.config import parse_overrides
+
+    sets = [args[i + 1] for i, a in enumerate(args) if a in ("-S", "--set")]
+    found = parse_overrides(sets)
+    found["base.profile"] = args[args.index("--profile") + 1]
+    for i, a in enumerate(args):
+        if a == "--param" and args[i + 1].startswith("strategies="):
+            found["train.strategies"] = parse_overrides(["x=" + args[i + 1].split("=", 1)[1]])["x"]
+    return found
+
+
+README_ARGS = readme_command()
+OVERRIDES: dict[str, Any] = _overrides(README_ARGS)
+STRATEGIES = list(OVERRIDES["train.strategies"])
 
 
 def _params(work: Path) -> Params:
@@ -64,9 +84,20 @@ def retrained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Params
     work = tmp_path_factory.mktemp("kfp")
     saved = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
     params = _params(work)
-    run = submit.run_local("retraining", params, work / "retraining")
-    print(f"retraining pipeline, run locally: {run.seconds:.0f} s")
-    yield params, run.root
+    # the README's command as typed, with this test's own params file, store and folder
+    args = [
+        *README_ARGS,
+        "--params",
+        str(REPO / "params.yaml"),
+        "-S",
+        f"tracking.uri={params.tracking.uri}",
+        "--workdir",
+        str(work / "retraining"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    print(result.output[-400:])
+    yield params, work / "retraining" / "outputs"
     os.environ.update(saved)
 
 
@@ -211,3 +242,55 @@ def test_second_run_starts_from_the_champion(retrained: tuple[Params, Path]) -> 
     assert decision["decision"] in ("promoted", "refused") and decision["reasons"]
     latest = max(_pipeline_runs(params), key=lambda r: r.info.start_time)
     assert latest.info.status == "FINISHED"
+
+
+def test_missing_secret_fails_the_first_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """As in a cluster's pod (the backend sets KFP_POD_NAME) with the MLflow secret missing:
+    the first task fails at once, naming the secret and the variable, and nothing after it
+    runs (no ingest, no training)."""
+    params = _params(tmp_path)
+    monkeypatch.setenv("KFP_POD_NAME", "mentoring-mining-test-pod")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(RuntimeError, match="start-run"):
+        submit.run_local("mining", params, tmp_path / "no-secret")
+    out = capfd.readouterr()
+    text = out.out + out.err
+    assert f"the Kubernetes secret '{params.kfp.mlflow_secret}'" in text
+    assert "(key MLFLOW_TRACKING_URI) is missing or misnamed" in text
+    assert not list((tmp_path / "no-secret").rglob("ingest"))  # nothing ran after it
+
+
+def test_a_task_without_the_store_mount_fails_here_too(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """The local runner mounts the workspace everywhere, a cluster only where a task's spec
+    asks for it: a task reading the line without the store (no `store_dir`) fails locally as
+    its pod would on a cluster (`adapter.line_root`)."""
+    from kfp import dsl, local
+
+    from mentoring.components.ingest import ingest
+    from mentoring.components.validate import validate
+    from mentoring.orchestration.adapter import pipeline_value
+
+    def pipeline(params: dict) -> None:
+        line = ingest(params=params, store_dir=dsl.WORKSPACE_PATH_PLACEHOLDER).outputs["line"]
+        validate(params=params, line=line)  # no store_dir: the mount a cluster would not give
+
+    pipeline.__annotations__ = {"params": dict, "return": None}
+    unmounted = dsl.pipeline(
+        name="unmounted",
+        pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size="1Gi")),
+    )(pipeline)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "outputs"),
+        workspace_root=str(tmp_path / "workspace"),
+        raise_on_error=True,
+    )
+    with pytest.raises(RuntimeError, match="validate"):
+        unmounted(params=pipeline_value(load_params(REPO / "params.yaml", OVERRIDES)))
+    out = capfd.readouterr()
+    assert "MountError: the line's images are in the store" in out.out + out.err
+    assert "this task was given no store_dir" in out.out + out.err

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from mentoring.cli import app
 from mentoring.config import ConfigError, load_params
 from mentoring.pipelines import submit
+from tests.kfp_api import kfp_api
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "http://127.0.0.1:8080"
@@ -138,38 +139,74 @@ def test_run_resolves_branch_to_sha(
 
 
 def test_schedule_uploads_version_and_creates_recurring_run(
-    fake_kfp: type[FakeClient], monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The real kfp.Client against the API's models (tests/kfp_api.py): first schedule creates
+    the pipeline in the namespace, a version, the experiment and the recurring run."""
     monkeypatch.chdir(REPO)
     params = load_params(REPO / "params.yaml")
-    r = submit.schedule(HOST, "retraining", params, [], cron="0 0 2 * * *", version="v-test")
-    calls = _calls(fake_kfp)
-    assert calls["upload_pipeline"]["pipeline_name"] == "mentoring-retraining"  # first upload
-    assert calls["upload_version"]["pipeline_version_name"] == "v-test"
-    assert calls["upload_version"]["pipeline_id"] == "pipe-new"
-    assert calls["create_experiment"]["name"] == "mentoring"
-    job = calls["create_recurring_run"]
-    assert job["cron_expression"] == "0 0 2 * * *"
-    assert job["max_concurrency"] == 1 and job["no_catchup"] is True
-    assert job["pipeline_id"] == "pipe-new" and job["version_id"] == "ver-1"
-    assert job["experiment_id"] == "exp-1"
-    assert job["params"]["params"]["train"]["epochs"] == params.train.epochs
-    assert r["recurring_run_id"] == "rr-1"
+    with kfp_api() as (host, state):
+        r = submit.schedule(
+            host, "retraining", params, [], cron="0 0 2 * * *", version="v-test",
+            namespace="plant-a",
+        )  # fmt: skip
+    (pipeline,) = state.pipelines.values()
+    assert pipeline.display_name == "mentoring-retraining" and pipeline.namespace == "plant-a"
+    (version,) = state.versions.values()
+    assert version.display_name == "v-test" and version.pipeline_id == pipeline.pipeline_id
+    assert state.packages[version.pipeline_version_id]["pipelineInfo"]["name"] == (
+        "mentoring-retraining"
+    )
+    (experiment,) = state.experiments.values()
+    assert experiment.display_name == "mentoring" and experiment.namespace == "plant-a"
+    (job,) = state.recurring_runs.values()
+    assert job.display_name == "mentoring-retraining-schedule"
+    assert job.trigger.cron_schedule.cron == "0 0 2 * * *"
+    assert job.max_concurrency == "1" and job.no_catchup is True
+    assert job.experiment_id == experiment.experiment_id
+    assert job.pipeline_version_reference.pipeline_version_id == version.pipeline_version_id
+    arguments = job.runtime_config.parameters
+    assert arguments["params"]["train"]["epochs"] == params.train.epochs
+    assert r["recurring_run_id"] == job.recurring_run_id and r["replaced"] == []
 
 
-def test_schedule_mining_default_cron_existing_pipeline(
-    fake_kfp: type[FakeClient], monkeypatch: pytest.MonkeyPatch
+def test_schedule_again_replaces_its_own_and_keeps_the_branch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A second `schedule` in a multi-user namespace finds its pipeline there (no second
+    upload, which the API refuses), adds a version, and replaces its recurring run (one
+    schedule, not two); a schedule keeps a branch dataset_rev, resolved when each run runs."""
     monkeypatch.chdir(REPO)
     params = load_params(REPO / "params.yaml")
-    submit.schedule(HOST, "mining", params, ["tasks_s3_uri=s3://plant/mining"])
-    calls = _calls(fake_kfp)
-    assert "upload_pipeline" not in calls  # already there: a new version only
-    assert calls["upload_version"]["pipeline_id"] == "pipe-9"
-    job = calls["create_recurring_run"]
-    assert job["cron_expression"] == params.kfp.mining_cron
-    assert job["params"]["tasks_s3_uri"] == "s3://plant/mining"
-    assert "strategies" not in job["params"]
+    data = [f"dataset_repo={tmp_path / 'line-data.git'}", "dataset_rev=main"]
+    with kfp_api() as (host, state):
+        first = submit.schedule(host, "mining", params, data, namespace="plant-a")
+        runner = CliRunner().invoke(
+            app,
+            ["kfp", "schedule", "--host", host, "--pipeline", "mining", "--namespace", "plant-a",
+             "--param", data[0], "--param", data[1], "--version", "v2"],
+        )  # fmt: skip
+        assert runner.exit_code == 0, runner.output
+        assert f"replaced the earlier recurring run {first['recurring_run_id']}" in runner.output
+        # another namespace: its own pipeline and schedule, the first one untouched
+        other = submit.schedule(host, "mining", params, [], namespace="plant-b")
+    assert len(state.pipelines) == 2 and len(state.versions) == 3
+    jobs = list(state.recurring_runs.values())
+    assert len(jobs) == 2 and first["recurring_run_id"] not in state.recurring_runs
+    assert {j.recurring_run_id for j in jobs} >= {other["recurring_run_id"]}
+    mine = [j for j in jobs if j.recurring_run_id != other["recurring_run_id"]]
+    (job,) = mine
+    assert job.trigger.cron_schedule.cron == params.kfp.mining_cron
+    assert job.runtime_config.parameters["dataset_rev"] == "main"  # not a sha frozen today
+    assert ("POST", "/apis/v2beta1/pipelines/upload?name=mentoring-mining&namespace=plant-a") in [
+        (m, p.replace("%2F", "/")) for m, p in state.requests
+    ]
+    uploads = [
+        p
+        for m, p in state.requests
+        if m == "POST" and p.startswith("/apis/v2beta1/pipelines/upload?")
+    ]
+    assert len(uploads) == 2  # plant-a once, plant-b once
 
 
 def test_bad_arguments_are_named(

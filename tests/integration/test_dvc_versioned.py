@@ -228,13 +228,18 @@ def test_line_stage_run_with_a_branch_records_the_commit(plant: Plant, tmp_path:
     assert os.path.exists(tmp_path / "results/plots/preview.png")
 
 
-def test_kfp_ingest_reads_a_commit_and_is_cached_on_its_sha(plant: Plant, tmp_path: Path) -> None:
-    """The Kubeflow `ingest` step (kfp's local runner) reads the dataset at a commit sha; its
-    cache key is the sha, so a second run reuses the first one's artifact; a branch name is
-    refused (the key could not see it move)."""
+def test_kfp_ingest_reads_a_branch_when_the_run_runs_and_is_cached_on_its_sha(
+    plant: Plant, tmp_path: Path
+) -> None:
+    """The pipelines' `line_version` -> `ingest` steps (kfp's local runner, its cache on): the
+    branch is resolved when each run runs (a schedule keeps the branch, not the sha it had when
+    the schedule was made), ingest's cache key is that sha, so a run after the branch moved
+    reads the new commit and a run after it reuses its artifact; `ingest` itself refuses a
+    branch (its key could not see it move)."""
     from kfp import dsl, local
 
     from mentoring.components.ingest import ingest
+    from mentoring.components.line_version import line_version
     from mentoring.orchestration.adapter import pipeline_value
 
     def done(status: dsl.PipelineTaskFinalStatus) -> None:
@@ -244,7 +249,14 @@ def test_kfp_ingest_reads_a_commit_and_is_cached_on_its_sha(plant: Plant, tmp_pa
         # inside an exit handler, as in the real pipelines: kfp.local caches only in its
         # control-flow orchestrator (the plain-DAG one has no cache)
         with dsl.ExitHandler(exit_task()):
-            ingest(params=params, dataset_repo=repo, dataset_rev=rev)
+            version = line_version(params=params, dataset_repo=repo, dataset_rev=rev)
+            version.set_caching_options(False)  # as compiled (pipelines/platform.py)
+            ingest(
+                params=params,
+                dataset_repo=repo,
+                dataset_rev=version.outputs["rev"],
+                source_key=version.outputs["key"],
+            )
 
     # kfp reads real types (this module's annotations are strings: `from __future__`)
     done.__annotations__ = {"status": dsl.PipelineTaskFinalStatus, "return": None}
@@ -259,18 +271,34 @@ def test_kfp_ingest_reads_a_commit_and_is_cached_on_its_sha(plant: Plant, tmp_pa
         cache_root=str(tmp_path / "cache"),
     )
     args = {"params": pipeline_value(LINE1), "repo": plant.url}
+    repo = Path(plant.url.removeprefix("file://"))
 
     def lines() -> list[Path]:  # the ingest outputs written so far, oldest first
         found = (tmp_path / "outputs").glob("*/ingest/line/manifests/line.parquet")
         return sorted((p.parents[1] for p in found), key=lambda p: p.stat().st_mtime)
 
-    ingest_only(**args, rev=plant.rev1)
-    (line,) = lines()
-    assert snapshot(line) == plant.line1
-    ingest_only(**args, rev=plant.rev1)
-    assert lines() == [line]  # a cache hit: the step did not run again
-    ingest_only(**args, rev=plant.rev2)
-    first, second = lines()
-    assert first == line and snapshot(second) == plant.line2
+    run(["git", "branch", "-f", "weekly", plant.rev1], repo)
+    try:
+        ingest_only(**args, rev="weekly")
+        (line,) = lines()
+        assert snapshot(line) == plant.line1
+        meta = json.loads((line.parent / "executor_output.json").read_text())
+        ingested = meta["artifacts"]["line"]["artifacts"][0]["metadata"]
+        assert ingested["data_version"]["commit"] == plant.rev1
+        ingest_only(**args, rev=plant.rev1)
+        assert lines() == [line]  # the same sha: a cache hit, the step did not run again
+        run(["git", "branch", "-f", "weekly", plant.rev2], repo)  # the branch moves on
+        ingest_only(**args, rev="weekly")
+        first, second = lines()
+        assert first == line and snapshot(second) == plant.line2
+        ingest_only(**args, rev="weekly")
+        assert lines() == [first, second]  # unchanged since: cached
+    finally:
+        run(["git", "branch", "-D", "weekly"], repo)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "direct"),
+        raise_on_error=True,
+    )
     with pytest.raises(RuntimeError, match="ingest"):
-        ingest_only(**args, rev="main")
+        ingest(params=args["params"], dataset_repo=plant.url, dataset_rev="main")

@@ -285,3 +285,54 @@ def test_dvc_exp_run_with_a_param_is_listed(repo: Path) -> None:
     names = [e.get("name") for b in shown for e in (b.get("experiments") or []) for e in e["revs"]]
     assert "lambda-half" in names
     assert np.isfinite(yaml.safe_load((repo / "params.yaml").read_text())["train"]["lambda_w"])
+
+
+def test_real_verdicts_through_the_server_then_dvc_repro(repo: Path) -> None:
+    """The README's path from real operators to a retrained, gated model, exactly as written:
+    `mentoring annotate serve --tasks data/mining/tasks.json`, operators answer over HTTP,
+    `mentoring annotate export` (into data/feedback/), `mentor.source: import`, `dvc repro`.
+    The import uses that file alone (no simulated operator), its verdicts become the partial
+    labels, the strategies retrain and the gate decides again."""
+    from mentoring.io import sha256_file
+    from tests.integration.test_annotate_server import Operator, _request_id
+    from tests.servers import annotate_server
+
+    tasks_path = repo / "data/mining/tasks.json"
+    tasks = json.loads(tasks_path.read_text())
+    # the documented default database of a task set: where `annotate export` looks for it
+    db = repo / "data/annotate" / f"annotate-{sha256_file(tasks_path)[:12]}.sqlite"
+    given: dict[str, str] = {}
+    with annotate_server(tasks_path, db) as server:
+        op = Operator(server.url, "op-line-2")
+        for _ in range(len(tasks["images"])):  # bounded: one image per call
+            image = op.api("/api/next")["image"]
+            if image is None:
+                break
+            for k, a in enumerate(image["areas"]):
+                verdict = "defect" if (len(given) + k) % 3 == 0 else "healthy"
+                body = {"request_id": _request_id(), "image_id": image["image_id"],
+                        "area_id": a["area_id"], "verdict": verdict}  # fmt: skip
+                op.api("/api/verdict", body)
+                given[a["area_id"]] = verdict
+            if not image["areas"]:  # answered areas finish an image; one without is "done"
+                op.api("/api/done", {"request_id": _request_id(), "image_id": image["image_id"]})
+    assert given, "the mined tasks had no area to answer"
+    sh(repo, str(BIN / "mentoring"), "annotate", "export")
+    (exported,) = sorted((repo / "data/feedback").glob("annotate-*.json"))
+    set_params(repo, **{"mentor.source": "import"})
+    try:
+        out = dvc(repo, "repro").stdout
+        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+        assert {"mentor", "report", "register"} <= ran
+        assert {f"train@{s}" for s in STRATEGIES} <= ran
+        metrics = json.loads((repo / "results/mentor/metrics.json").read_text())
+        assert metrics["files"] == [exported.name]  # the operators' file, nothing simulated
+        record = json.loads((repo / "data/mentor/simulated.json").read_text())
+        assert record["simulated"] is False
+        n_defect = sum(v == "defect" for v in given.values())
+        assert metrics["n_confirmed"] == n_defect and metrics["n_infirmed"] == len(given) - n_defect
+        decision = json.loads((repo / "results/register/decision.json").read_text())
+        assert decision["decision"] in ("promoted", "refused") and decision["reasons"]
+        assert "Running stage" not in dvc(repo, "repro").stdout  # imported: up to date
+    finally:
+        set_params(repo, **{"mentor.source": "simulate"})

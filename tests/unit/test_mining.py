@@ -14,6 +14,8 @@ from mentoring.mining import (
     Heuristic,
     Random,
     Uncertainty,
+    content_area_id,
+    extract_area_arrays,
     extract_areas,
     extract_areas_batch,
     make_heuristic,
@@ -95,6 +97,37 @@ def test_area_ids_unique_and_named_after_image_and_class() -> None:
         assert "new-pool-000007" in a.area_id
         assert a.cls in a.area_id
         assert a.area_id.startswith(f"new-pool-000007/{a.cls}/")
+
+
+def test_content_ids_name_what_an_area_is_not_where_it_is_listed() -> None:
+    """A mining task's area id comes from the image's sha256, the class and the cells: the
+    same area found by two minings has one id, and a new area of that image never takes the
+    id (and so the verdict) of another one, as positional ids ``<k>`` did."""
+    p = _probs()
+    p[0, 0, 0] = p[0, 5, 5] = 0.9
+    (arrays,) = extract_area_arrays(p[None], 0.5, stride=8)
+    first = arrays.areas(CLASSES, "img-1", "a" * 64)
+    assert [a.area_id for a in first] == [
+        content_area_id("img-1", "a" * 64, a.cls, a.cells) for a in first
+    ]
+    assert first[0].area_id.startswith("img-1/scratch/") and len(first[0].area_id) == 26
+    # a later mining finds a new area first: the known ones keep their ids
+    p[0, 0, 0] = 0.01
+    p[0, 2, 3] = 0.9
+    (later,) = extract_area_arrays(p[None], 0.5, stride=8)
+    ids = {a.cells: a.area_id for a in later.areas(CLASSES, "img-1", "a" * 64)}
+    assert ids[((5, 5),)] == first[1].area_id  # the same cells: the same id...
+    assert ids[((2, 3),)] not in {a.area_id for a in first}  # ...and a new area, a new one
+    # the cells' order does not matter; the image's bytes, the class and the cells do
+    cells = ((1, 2), (1, 3))
+    assert content_area_id("i", "s", "stain", cells) == content_area_id(
+        "i", "s", "stain", cells[::-1]
+    )
+    assert content_area_id("i", "t", "stain", cells) != content_area_id("i", "s", "stain", cells)
+    assert content_area_id("i", "s", "crack", cells) != content_area_id("i", "s", "stain", cells)
+    assert content_area_id("i", "s", "stain", cells[:1]) != content_area_id(
+        "i", "s", "stain", cells
+    )
 
 
 def test_no_detection_no_area() -> None:

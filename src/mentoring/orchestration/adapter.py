@@ -49,7 +49,49 @@ def params_from(params: Mapping[str, Any], sets: Mapping[str, Any] | None = None
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return parse_params(data, source=PARAMS_SOURCE)
+    parsed = parse_params(data, source=PARAMS_SOURCE)
+    check_cluster_env(parsed)
+    return parsed
+
+
+#: set by the KFP backend in every pod it runs (2.17.0 backend/src/v2/compiler/argocompiler/
+#: common.go); kfp's local runners do not set it
+POD_ENV = "KFP_POD_NAME"
+#: ``VAR=secret,...`` compiled into every task (pipelines/platform.py)
+SECRETS_ENV = "MENTORING_SECRETS"
+
+
+class ClusterEnvError(RuntimeError):
+    """A task on a cluster lacks a variable that only a Kubernetes secret can give it."""
+
+
+def check_cluster_env(params: Params, env: Mapping[str, str] | None = None) -> None:
+    """On a cluster, fail at once when the tracking store would be pod-local.
+
+    The MLflow secret is mounted as optional environment variables: a missing or misnamed
+    secret (or key) leaves ``MLFLOW_TRACKING_URI`` unset, and every task would then track into
+    a sqlite file inside its own pod, lost with it, and the run would fail at its end, after
+    the GPU training. Each task checks first (every component body starts with
+    :func:`params_from`), so the first task fails, naming the secret and the variable.
+
+    Raises:
+        ClusterEnvError: in a KFP pod, the tracking URI is a local file.
+    """
+    env = os.environ if env is None else env
+    if not env.get(POD_ENV):
+        return  # not on a cluster: kfp.local, dvc repro, the CLI keep the embedded store
+    uri = env.get("MLFLOW_TRACKING_URI") or params.tracking.uri  # tracking.resolve_uri's rule
+    scheme = uri.split(":", 1)[0] if "://" in uri else ""
+    if scheme in ("", "file", "sqlite"):
+        sources = dict(p.split("=", 1) for p in env.get(SECRETS_ENV, "").split(",") if "=" in p)
+        secret = sources.get("MLFLOW_TRACKING_URI", params.kfp.mlflow_secret)
+        raise ClusterEnvError(
+            f"MLFLOW_TRACKING_URI is not set in pod {env[POD_ENV]}: the Kubernetes secret "
+            f"{secret!r} (key MLFLOW_TRACKING_URI) is missing or misnamed in this namespace, so "
+            f"this task would track into {uri!r} inside its own pod and lose it. Create it "
+            f"(kubectl create secret generic {secret} --from-literal=MLFLOW_TRACKING_URI=...) "
+            "or set tracking.uri to the tracking server (kfp.mlflow_secret names the secret)"
+        )
 
 
 def enter_run(kfp_run_id: str, git_commit: str = "") -> None:
@@ -60,11 +102,40 @@ def enter_run(kfp_run_id: str, git_commit: str = "") -> None:
         os.environ[GIT_ENV] = git_commit
 
 
-def line_root(dataset_path: str, dataset_metadata: Mapping[str, Any] | None = None) -> Path:
+def line_root(
+    dataset_path: str, dataset_metadata: Mapping[str, Any] | None = None, store_dir: str = ""
+) -> Path:
     """The folder holding ``line/`` and ``manifests/``: the store named in the artifact's
-    metadata (workspace or PVC), else the artifact's own folder."""
+    metadata (workspace or PVC), else the artifact's own folder.
+
+    A task reads the store only through the ``store_dir`` its task spec gives it: on a cluster
+    that parameter is what makes the backend mount the volume (the v2 driver mounts the run
+    workspace only into a pod with a string input holding ``{{$.workspace_path}}`` or
+    ``/kfp-workspace``), so a task without it would find no images there. The same rule is
+    enforced here, where kfp's local runners share one folder, so a missing mount fails locally.
+
+    Raises:
+        MountError: the line lives in a store that ``store_dir`` does not name.
+    """
     store = (dataset_metadata or {}).get("store", "")
-    return Path(store) if store else Path(dataset_path)
+    if not store:
+        return Path(dataset_path)
+    if not store_dir:
+        raise MountError(
+            f"the line's images are in the store {store}, but this task was given no store_dir: "
+            "on a cluster its pod would not have that volume mounted (pass the pipeline's "
+            "store_dir to the task)"
+        )
+    if not Path(store).is_relative_to(store_dir):
+        raise MountError(
+            f"the line's images are in {store}, outside this task's store_dir {store_dir}: "
+            "its pod would not see them"
+        )
+    return Path(store)
+
+
+class MountError(RuntimeError):
+    """A task reads a store its task spec does not mount."""
 
 
 def manifest_of(root: Path) -> Path:

@@ -38,7 +38,9 @@ def run(
     """Simulate (optionally), validate and import feedback; return the import report and counts.
 
     The simulated operator's file goes to ``simulated_out`` (default: ``simulated.json`` beside
-    ``labels_out``), apart from the operators' folder, so that folder stays an input.
+    ``labels_out``), apart from the operators' folder, so that folder stays an input; with
+    ``mentor.source: import`` that file records ``{"simulated": false, ...}`` instead (it is the
+    DVC stage's declared output either way).
 
     Raises:
         FeedbackError: no mined image, no feedback file, or a file that is not valid feedback.
@@ -88,6 +90,18 @@ def run(
         )
         simulated_out = simulated_out or labels_out.parent / "simulated.json"
         write_bytes(simulated_out, dump(fb).encode())
+    else:
+        # the stage's declared output (dvc.yaml) says that no operator was simulated; it is
+        # not feedback and is never imported
+        write_json(
+            simulated_out or labels_out.parent / "simulated.json",
+            {
+                "simulated": False,
+                "source": cfg.source,
+                "reason": f"mentor.source is {cfg.source!r}: only {feedback_dir}/*.json is "
+                "imported",
+            },
+        )
     files = sorted(feedback_dir.glob("*.json")) if feedback_dir.exists() else []
     if cfg.source == "simulate" and simulated_out is not None:
         files = sorted({f.resolve(): f for f in [*files, simulated_out]}.values())

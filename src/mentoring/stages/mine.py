@@ -137,11 +137,12 @@ def _task_images(
 ) -> Iterator[TaskImage]:
     """The task of each picked image in rank order; counts its areas per class on the way."""
     # the columns as Python lists once (a pandas row lookup per image cost more than the rest)
-    keys = ("image_id", "path", "mapping", "width", "height", "source_uri")
+    keys = ("image_id", "path", "mapping", "width", "height", "source_uri", "sha256")
     cols = {k: df[k].tolist() for k in keys}
     for i in picked:
         row = {k: cols[k][int(i)] for k in keys}
-        areas = spill.get(int(i)).areas(classes, str(row["image_id"]))
+        # ids from the area's content (image sha256, class, cells): stable across minings
+        areas = spill.get(int(i)).areas(classes, str(row["image_id"]), str(row["sha256"]))
         mapping = Mapping.from_json(str(row["mapping"]), int(row["width"]), int(row["height"]))
         ingested = bool(row["mapping"])
         for a in areas:
