@@ -12,29 +12,33 @@ def import_feedback(
     labels: Output[Artifact],
     report: Output[Artifact],
     metrics: Output[Metrics],
-    feedback_dir: str = "",
     store_dir: str = "",
 ) -> None:
-    """The ``mentor`` stage: validate the operators' feedback on ``tasks`` and import it into
-    partial labels (``labels/partial_labels.npz``).
-
-    ``feedback_dir`` is a folder of feedback files (the annotation app's exports, on the store
-    or a mounted volume); with ``mentor.source: simulate`` the simulated operator answers.
+    """The ``mentor`` stage on the tasks this run just mined: the simulated operator answers
+    them (``mentor.source: simulate``) and the answers are imported into partial labels
+    (``labels/partial_labels.npz``). Real operators answer a published round instead, which
+    the pipeline's ``mining_round`` imports (component ``import_round``).
     """
     from pathlib import Path
 
     from mentoring.orchestration import adapter
     from mentoring.stages import mentor as stage
 
+    settings = adapter.params_from(params)
+    if settings.mentor.source != "simulate":
+        raise ValueError(
+            f"mentor.source is {settings.mentor.source!r}, but this run mined its own tasks, "
+            f"which no operator has seen: pass the pipeline parameter mining_round (the round "
+            f"the operators answered, s3://.../<sha256[:12]>, printed by the mining run)"
+        )
     root = adapter.line_root(line.path, line.metadata, store_dir)
     results = Path(report.path)
     out = Path(labels.path)
-    folder = Path(feedback_dir) if feedback_dir else adapter.scratch("feedback")
     m = stage.run(
-        adapter.params_from(params),
+        settings,
         adapter.manifest_of(root),
         Path(tasks.path) / "tasks.json",
-        folder,
+        adapter.scratch("feedback"),
         out / "partial_labels.npz",
         results,
         simulated_out=out / "simulated.json",

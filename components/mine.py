@@ -16,9 +16,12 @@ def mine(
 ) -> None:
     """The ``mine`` stage: the deployed model picks the pool images operators should see.
 
-    ``tasks`` holds ``tasks.json`` (the operators' work list); with ``s3_uri``
-    (``s3://bucket/prefix``) it is also copied there, under the task file's sha256, with the
-    Label Studio tasks, labeling config and mapping under ``<sha256[:12]>/labelstudio/``.
+    ``tasks`` holds ``tasks.json`` (the operators' work list). With ``s3_uri``
+    (``s3://bucket/prefix``) the task set is also published there as a *round*,
+    ``<s3_uri>/<sha256[:12]>/`` (:mod:`mentoring.feedback.rounds`): the mined images under
+    ``images/``, the Label Studio tasks, config and mapping under ``labelstudio/``, then
+    ``tasks.json``; operators answer it with ``mentoring annotate serve --tasks <round>``, and
+    the retraining pipeline's ``mining_round`` imports its ``feedback/``.
     """
     from pathlib import Path
 
@@ -38,20 +41,33 @@ def mine(
     )
     tasks.metadata.update(adapter.file_metadata(out, model=name, n_images=m.get("n_mined", 0)))
     if s3_uri:
-        tasks.metadata["published"] = adapter.publish(out, s3_uri)
-        # the same tasks as Label Studio tasks (detected areas as editable predictions) under
-        # <s3_uri>/<sha256[:12]>/labelstudio/: tasks/ for a Label Studio S3 import storage,
-        # config.xml and mapping.json (for `mentoring mentor import-labelstudio`) beside it
         from mentoring.data.manifest import read_manifest
+        from mentoring.feedback.rounds import MiningRound, publish_round
         from mentoring.feedback.schema import read_tasks
         from mentoring.formats.labelstudio import export_tasks, write_export
+        from mentoring.storage import is_s3
 
-        sha = tasks.metadata["sha256"]
-        manifest = adapter.manifest_of(root)
+        if not is_s3(s3_uri):
+            raise ValueError(f"tasks_s3_uri {s3_uri!r}: expected s3://bucket/prefix")
+        mining = read_tasks(out)
+        rnd = MiningRound.of_tasks(out, s3_uri)
+        # the same tasks as Label Studio tasks (detected areas as editable predictions):
+        # tasks/ for a Label Studio S3 import storage, config.xml and mapping.json (for
+        # `mentoring mentor import-labelstudio`) beside it
         export = export_tasks(
-            read_tasks(out), read_manifest(manifest, check_files=False), root, sha
+            mining,
+            read_manifest(adapter.manifest_of(root), check_files=False),
+            root,
+            tasks.metadata["sha256"],
         )
-        prefix = f"{s3_uri.rstrip('/')}/{sha[:12]}/labelstudio"
-        write_export(export, adapter.scratch("labelstudio"), s3_prefix=prefix)
-        tasks.metadata["labelstudio"] = prefix
+        write_export(export, adapter.scratch("labelstudio"), s3_prefix=rnd.labelstudio_uri)
+        publish_round(out, root, s3_uri)  # the images, then tasks.json (the round complete)
+        tasks.metadata.update(
+            published=rnd.tasks_uri, round=rnd.uri, labelstudio=rnd.labelstudio_uri
+        )
+        print(
+            f"mining round {rnd.uri}: {len(mining.images)} images; operators: "
+            f"`mentoring annotate serve --tasks {rnd.tasks_uri}`; then retrain with "
+            f"mining_round={rnd.uri}"
+        )
     adapter.log_metrics(metrics, m)

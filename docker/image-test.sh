@@ -12,7 +12,9 @@
 #    wheel (never PyPI's CUDA build) and the versions of .venv as constraints.txt;
 # 5. runs `mentoring line generate` then `mentoring validate` on the tiny line in a bind-mounted
 #    temporary folder, one container per stage as a Kubeflow component would, and checks the
-#    exit codes and outputs;
+#    exit codes and outputs; then writes the line into volumes whose root belongs to root (no
+#    fsGroup: refused with a clear error; group-0 writable: written by uid 10001 and an
+#    arbitrary uid of group 0; fsGroup emulated with --group-add: written);
 # 6. serves the Docker-compatible API (podman system service), lists the images with the Python
 #    docker SDK, and runs the whole retraining pipeline on a tiny line with kfp.local.DockerRunner
 #    (`mentoring kfp run-local --image $IMAGE`): every task in its own container of the image.
@@ -368,6 +370,56 @@ stage_validate() {
     cat "$RUN_DIR/results/validate/metrics.json"
 }
 
+# Fresh volumes (KFP sets no fsGroup): the line stage writing into a volume whose root belongs to
+# root, as ingest does into the run workspace. Root-owned 0755: refused at once, naming the owner,
+# mode and the fix (exit code 2, nothing written); root-owned but group-0 writable (OpenShift-style
+# storage): the image's user (gid 0) and an arbitrary uid of group 0 write; a volume of group
+# 10001 with that group added to the process (what fsGroup 10001 gives a pod): written.
+in_volume() {  # in_volume NAME VOLUME_DIR PODMAN_ARGS... -- COMMAND...
+    local name="$CONTAINER_PREFIX-$1" vol="$2" args=()
+    shift 2
+    while [ "$1" != "--" ]; do args+=("$1"); shift; done
+    shift
+    bounded "$RUN_TIMEOUT" podman run --rm --name "$name" --volume "$vol:/kfp-workspace" \
+        "${args[@]}" "$IMAGE" "$@"
+}
+
+line_into() {  # the tiny line into the volume, as the ingest component's stage writes it
+    echo mentoring line generate -p /app/params.yaml -S base.profile=tiny \
+        --data /kfp-workspace/run-1/data --results /tmp/line
+}
+
+stage_volumes() {
+    local base="$RUN_DIR/volumes" out rc=0
+    mkdir -p "$base/root" "$base/group0" "$base/fsgroup"
+    chown 0:0 "$base/root" "$base/group0"
+    chmod 0755 "$base/root"
+    chmod 2775 "$base/group0"
+    chown 0:10001 "$base/fsgroup"
+    chmod 2775 "$base/fsgroup"
+    # shellcheck disable=SC2046  # the command's words
+    out="$(in_volume vol-root "$base/root" -- $(line_into) 2>&1)" || rc=$?
+    echo "root-owned 0755: exit $rc: $(echo "$out" | tail -n 1 | cut -c1-160)..."
+    [ "$rc" -eq 2 ] || { echo "$out" >&2; die "root-owned volume: expected exit 2, got $rc"; }
+    grep -q "not writable by this process (uid 10001, gid 0" <<<"$out" \
+        && grep -q "owned by 0:0, mode 0755" <<<"$out" && grep -q fsGroup <<<"$out" \
+        || { echo "$out" >&2; die "root-owned volume: the error does not say who owns what"; }
+    [ -z "$(ls -A "$base/root")" ] || die "root-owned volume: something was written"
+    local who
+    for who in "10001:0" "123456:0"; do
+        rm -rf "$base/group0/run-1"
+        # shellcheck disable=SC2046
+        in_volume "vol-group0-${who%%:*}" "$base/group0" --user "$who" -- $(line_into) >/dev/null
+        test -s "$base/group0/run-1/data/manifests/line.parquet" \
+            || die "group-0 writable volume, user $who: no manifest"
+        echo "root-owned, group-0 writable, user $who: written ($(stat -c '%u:%g' "$base/group0/run-1"))"
+    done
+    # shellcheck disable=SC2046
+    in_volume vol-fsgroup "$base/fsgroup" --group-add 10001 -- $(line_into) >/dev/null
+    test -s "$base/fsgroup/run-1/data/manifests/line.parquet" || die "fsGroup volume: no manifest"
+    echo "root:10001 2775 with group 10001 added (fsGroup): written"
+}
+
 # ------------------------------------------------------------------ 6. Docker-compatible API
 docker_api() {
     local sock="$WORK/podman.sock"
@@ -430,6 +482,7 @@ step "run folder" make_run_dir
 step "container: non-root, imports" check_image
 step "component: mentoring line generate" stage_generate
 step "component: mentoring validate" stage_validate
+step "fresh volumes: root-owned, group 0, fsGroup" stage_volumes
 if [ "$IMAGE_TEST_PIPELINE" = 1 ]; then
     step "Docker API (podman system service)" docker_api
     step "pipeline: retraining, DockerRunner" pipeline_run

@@ -3,7 +3,8 @@
 start_run -> ingest -> validate -> champion?
     none  -> train_baseline -> evaluate          (first run: the baseline is deployed)
     found -> fetch_model    -> evaluate          (the champion is deployed)
--> mine (deployed model) -> import_feedback
+-> mining_round empty: mine (deployed model) -> import_feedback (simulated operator)
+   mining_round given:  import_round (the operators' feedback on that published round)
 -> ParallelFor(strategies): train -> evaluate
 -> report (Table 1) ; register (gate, champion alias)
 finish_run (exit handler: the MLflow parent run FINISHED or FAILED)
@@ -19,6 +20,7 @@ from mentoring.components.evaluate import evaluate
 from mentoring.components.fetch_model import fetch_model
 from mentoring.components.finish_run import finish_run
 from mentoring.components.import_feedback import import_feedback
+from mentoring.components.import_round import import_round
 from mentoring.components.mine import mine
 from mentoring.components.register import register
 from mentoring.components.report import report
@@ -51,7 +53,7 @@ def build(settings: Params) -> Any:
         strategies: list = list(settings.train.strategies),  # noqa: B006 (a KFP default)
         dataset_repo: str = "",
         dataset_rev: str = "",
-        feedback_dir: str = "",
+        mining_round: str = "",
         git_commit: str = "",
     ) -> None:
         """Args:
@@ -59,7 +61,9 @@ def build(settings: Params) -> Any:
         strategies: the strategies trained in parallel (train.strategies).
         dataset_repo: git URL of a DVC-versioned line; empty: params' line.source.
         dataset_rev: a commit sha, tag or branch (resolved when the run runs, by line_version).
-        feedback_dir: folder of operator feedback files; empty with mentor.source simulate.
+        mining_round: the published mining round the operators answered
+            (s3://.../<tasks sha256[:12]>, printed by the mining run): its feedback is
+            imported against its own tasks. Empty: mine now, the simulated operator answers.
         git_commit: the code's commit, for the MLflow lineage (set by `mentoring kfp run`).
         """
         finish = configure(finish_run(params=params, kfp_run_id=run_id), "finish_run", cfg)
@@ -93,26 +97,30 @@ def build(settings: Params) -> Any:
             deployed_eval = dsl.OneOf(
                 base_eval.outputs["evaluation"], fetched_eval.outputs["evaluation"]
             )
-            mined = configure(
-                mine(params=params, line=line, model=deployed, store_dir=store), "mine", cfg
-            )
-            labels = configure(
-                import_feedback(
-                    params=params,
-                    line=line,
-                    tasks=mined.outputs["tasks"],
-                    feedback_dir=feedback_dir,
-                    store_dir=store,
-                ),
-                "import_feedback",
-                cfg,
-            )
+            with dsl.If(mining_round == "", name="mine-now"):
+                mined = configure(
+                    mine(params=params, line=line, model=deployed, store_dir=store), "mine", cfg
+                )
+                simulated = configure(
+                    import_feedback(
+                        params=params, line=line, tasks=mined.outputs["tasks"], store_dir=store
+                    ),
+                    "import_feedback",
+                    cfg,
+                )
+            with dsl.Else(name="operators-round"):
+                answered = configure(
+                    import_round(params=params, line=line, round_uri=mining_round, store_dir=store),
+                    "import_round",
+                    cfg,
+                )
+            labels = dsl.OneOf(simulated.outputs["labels"], answered.outputs["labels"])
             with dsl.ParallelFor(strategies) as strategy:
                 inputs = {
                     **common,
                     "strategy": strategy,
                     "line": line,
-                    "labels": labels.outputs["labels"],
+                    "labels": labels,
                     "deployed": deployed,
                 }
                 trained = configure(

@@ -472,7 +472,7 @@ class StartedServer:
 
 @contextlib.contextmanager
 def annotate_server(
-    tasks: Path,
+    tasks: Path | str,
     db: Path,
     *,
     token: str | None = None,

@@ -2,11 +2,16 @@
 
 The commands are registered on :mod:`mentoring.cli`'s ``annotate`` group, with its error handling.
 A task set gets its own database, ``data/annotate/annotate-<first 12 of its sha256>.sqlite``
-unless ``--db`` names one, and its export goes to ``data/feedback/<database name>.json``.
+unless ``--db`` names one, and its export goes to ``data/feedback/<database name>.json``. A
+published mining round (``--tasks s3://.../<sha256[:12]>``, :mod:`mentoring.feedback.rounds`) is
+served from S3: its tasks are fetched (and checked against the round's name) into
+``data/annotate/rounds/<round>/``, its images read from the round's ``images/``, and the export
+goes to the round's ``feedback/``, where the retraining pipeline's ``mining_round`` imports it.
 
 Example:
     mentoring annotate serve                                   # http://127.0.0.1:8000/
     mentoring annotate serve --host 0.0.0.0 --token "$(openssl rand -hex 24)"
+    mentoring annotate serve --tasks s3://plant/mining/3f2a9c0d1b7e
     mentoring annotate status
     mentoring annotate export && mentoring mentor import
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -24,8 +30,10 @@ from rich.table import Table
 
 from mentoring import pipeline_spec as spec
 from mentoring.cli import _md, out
+from mentoring.feedback.rounds import MiningRound, round_of
 from mentoring.feedback.schema import read_tasks
 from mentoring.io import sha256_file
+from mentoring.storage import is_s3
 
 #: the folder of the annotation databases (one per task set)
 DB_DIR = Path("data/annotate")
@@ -34,8 +42,19 @@ TOKEN_ENV = "MENTORING_ANNOTATE_TOKEN"
 MIN_TOKEN_CHARS = 16
 
 TasksOpt = Annotated[
-    Path,
-    typer.Option(help="Mining tasks (`mentoring mine`); without --db they also name the database."),
+    str,
+    typer.Option(
+        help="Mining tasks (`mentoring mine`), or a published mining round "
+        "(s3://bucket/prefix/<sha256[:12]>, or its tasks.json); without --db they also name "
+        "the database."
+    ),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="S3 endpoint for s3:// rounds and images [default: boto3's AWS_ENDPOINT_URL_S3 / "
+        "AWS_ENDPOINT_URL, else AWS]."
+    ),
 ]
 DbOpt = Annotated[
     Path | None,
@@ -47,12 +66,16 @@ DbOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--out", help=_md("Feedback file to write [default: data/feedback/<database name>.json].")
+        "--out",
+        help=_md(
+            "Feedback file to write, a path or s3:// URI [default: the round's "
+            "feedback/<database name>.json for a round, else data/feedback/<database name>.json]."
+        ),
     ),
 ]
-DEFAULT_TASKS: Path = spec.default("mentor", "tasks")
+DEFAULT_TASKS = str(spec.default("mentor", "tasks"))
 
 
 def default_db(tasks_sha256: str) -> Path:
@@ -73,6 +96,47 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """The tasks a command works on: a local file, and the round it was published as."""
+
+    path: Path  # the local tasks file (a round's is fetched first)
+    mining_round: MiningRound | None  # None: a plain tasks file
+
+    def export_to(self, db: Path) -> str:
+        """Where the feedback of ``db`` goes by default."""
+        if self.mining_round is not None:
+            return self.mining_round.feedback_location(f"{db.stem}.json")
+        return str(default_export(db))
+
+    def data_root(self) -> str:
+        """Where the tasks' image paths start by default."""
+        if self.mining_round is not None:
+            return self.mining_round.images_uri
+        return str(self.path.resolve().parent.parent)
+
+
+def task_set(tasks: str, endpoint_url: str | None = None, fetch: bool = True) -> TaskSet:
+    """Resolve ``--tasks``: an ``s3://`` round is fetched (once per round: the copy is checked
+    against the round's name) into ``data/annotate/rounds/<round>/tasks.json``; a local folder
+    or file is a round when its folder is named like one.
+
+    Raises:
+        RoundError: an ``s3://`` location that is no round, or whose tasks do not match it.
+    """
+    if is_s3(tasks):
+        rnd = MiningRound.at(tasks, endpoint_url)
+        local = DB_DIR / "rounds" / rnd.name / "tasks.json"
+        if fetch or not local.exists():
+            rnd.fetch_tasks(local)
+        return TaskSet(local, rnd)
+    path = Path(tasks)
+    if path.is_dir():
+        path = path / "tasks.json"
+    local_round = round_of(path)
+    return TaskSet(path, MiningRound(local_round.uri) if local_round else None)
 
 
 def _existing_db(tasks: Path, db: Path | None) -> Path:
@@ -97,7 +161,8 @@ def serve_cmd(
         str | None,
         typer.Option(
             help="Where the tasks' image paths start: a folder or s3://bucket/prefix "
-            "[default: the folder above the tasks' folder, data/ for data/mining/tasks.json].",
+            "[default: a round's images/, else the folder above the tasks' folder, data/ for "
+            "data/mining/tasks.json].",
         ),
     ] = None,
     host: Annotated[
@@ -118,13 +183,7 @@ def serve_cmd(
         typer.Option(min=0.05, help="An image goes back to the queue after this idle time."),
     ] = 5.0,
     out_path: OutOpt = None,
-    endpoint_url: Annotated[
-        str | None,
-        typer.Option(
-            help="S3 endpoint for s3:// images [default: boto3's AWS_ENDPOINT_URL_S3 / "
-            "AWS_ENDPOINT_URL, else AWS]."
-        ),
-    ] = None,
+    endpoint_url: EndpointOpt = None,
     secure_cookies: Annotated[
         bool, typer.Option(help="Mark the session cookie Secure (when served behind HTTPS).")
     ] = False,
@@ -145,13 +204,15 @@ def serve_cmd(
         )
     if token is not None and len(token) < MIN_TOKEN_CHARS:
         raise ValueError(f"the token must have at least {MIN_TOKEN_CHARS} characters")
-    mining = read_tasks(tasks)
-    sha = sha256_file(tasks)
+    ts = task_set(tasks, endpoint_url)
+    mining = read_tasks(ts.path)
+    sha = sha256_file(ts.path)
     db = db or default_db(sha)
     database = AnnotationDB(db, lease_s=lease_minutes * 60.0)
-    loaded = database.load_tasks(mining, sha, str(tasks))
-    root = data_root or str(tasks.resolve().parent.parent)
-    export_path = out_path or default_export(db)
+    source = ts.mining_round.tasks_uri if ts.mining_round else str(ts.path)
+    loaded = database.load_tasks(mining, sha, source)
+    root = data_root or ts.data_root()
+    export_path = out_path or ts.export_to(db)
     app = create_app(
         database,
         ImageSource(root, endpoint_url=endpoint_url),
@@ -180,15 +241,22 @@ def serve_cmd(
     )
 
 
-def export_cmd(tasks: TasksOpt = DEFAULT_TASKS, db: DbOpt = None, out_path: OutOpt = None) -> None:
-    """Write the current feedback of a database as a feedback file for `mentoring mentor`."""
+def export_cmd(
+    tasks: TasksOpt = DEFAULT_TASKS,
+    db: DbOpt = None,
+    out_path: OutOpt = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Write the current feedback of a database as a feedback file for `mentoring mentor` (for a
+    round: into the round's feedback/, which retraining's mining_round imports)."""
     from mentoring.annotate.db import AnnotationDB
     from mentoring.annotate.export import export_feedback
 
-    path = _existing_db(tasks, db)
+    ts = task_set(tasks, endpoint_url, fetch=False)
+    path = _existing_db(ts.path, db)
     database = AnnotationDB(path)
     try:
-        s = export_feedback(database, out_path or default_export(path))
+        s = export_feedback(database, out_path or ts.export_to(path), endpoint_url)
     finally:
         database.close()
     out.print(
@@ -203,11 +271,12 @@ def status_cmd(
     tasks: TasksOpt = DEFAULT_TASKS,
     db: DbOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """What is done per operator, and what is left."""
     from mentoring.annotate.db import AnnotationDB
 
-    path = _existing_db(tasks, db)
+    path = _existing_db(task_set(tasks, endpoint_url, fetch=False).path, db)
     database = AnnotationDB(path)
     try:
         s = database.status()

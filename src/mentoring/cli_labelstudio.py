@@ -20,9 +20,11 @@ from rich.markup import escape
 
 from mentoring import pipeline_spec as spec
 from mentoring.data.manifest import data_root, read_manifest
+from mentoring.feedback.rounds import round_of_labelstudio
 from mentoring.feedback.schema import read_tasks
 from mentoring.formats.labelstudio import (
     MAPPING_FILE,
+    LabelStudioError,
     SourceReader,
     export_tasks,
     import_annotations,
@@ -32,6 +34,7 @@ from mentoring.formats.labelstudio import (
     write_feedback,
 )
 from mentoring.io import sha256_file
+from mentoring.storage import is_s3
 
 # one line per message, unwrapped: the summaries are read by people and by scripts
 console = Console(stderr=True, soft_wrap=True)
@@ -93,23 +96,48 @@ def import_labelstudio(
         Path, typer.Argument(help="A Label Studio JSON export of the project (exportType=JSON).")
     ],
     export_dir: Annotated[
-        Path,
-        typer.Option(help=f"The folder export-labelstudio wrote (its {MAPPING_FILE} is read)."),
+        str,
+        typer.Option(
+            help=f"The folder export-labelstudio wrote (its {MAPPING_FILE} is read), or a mining "
+            "round's s3://.../<sha256[:12]>/labelstudio, as the mining pipeline publishes it."
+        ),
     ],
     out_path: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--out",
-            help="Feedback file to write "
-            "[default: data/feedback/labelstudio-<EXPORT's name>.json].",
+            help="Feedback file to write, a path or s3:// URI [default: for a round, its "
+            "feedback/labelstudio-<EXPORT's name>.json; else "
+            "data/feedback/labelstudio-<EXPORT's name>.json].",
+        ),
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            help="S3 endpoint for s3:// locations [default: boto3's AWS_ENDPOINT_URL_S3 / "
+            "AWS_ENDPOINT_URL, else AWS]."
         ),
     ] = None,
 ) -> None:
-    """Turn a Label Studio export's latest annotations into a feedback file for `mentor`."""
-    mapping = read_mapping(export_dir / MAPPING_FILE)
+    """Turn a Label Studio export's latest annotations into a feedback file for `mentor` (for a
+    mining round: into the round's feedback/, which retraining's mining_round imports)."""
+    mapping_at = (
+        f"{export_dir.rstrip('/')}/{MAPPING_FILE}"
+        if is_s3(export_dir)
+        else str(Path(export_dir) / MAPPING_FILE)
+    )
+    mapping = read_mapping(mapping_at, endpoint_url)
     feedback, summary = import_annotations(read_export(export), mapping, export.name)
-    out_path = out_path or spec.default("mentor", "feedback") / f"labelstudio-{export.stem}.json"
-    write_feedback(feedback, out_path)
+    name = f"labelstudio-{export.stem}.json"
+    rnd = round_of_labelstudio(export_dir, endpoint_url)
+    if out_path is None:
+        default = spec.default("mentor", "feedback") / name
+        out_path = rnd.feedback_location(name) if rnd else str(default)
+    if rnd is not None and feedback.tasks_sha256 and feedback.tasks_sha256[:12] != rnd.name:
+        raise LabelStudioError(
+            f"{mapping_at}: maps task set {feedback.tasks_sha256[:12]}, not round {rnd.name}"
+        )
+    out_path = write_feedback(feedback, out_path, endpoint_url)
     for line in summary.reported:
         console.print(f"[yellow]not imported:[/] {escape(line)}")
     if summary.n_without_prediction:
@@ -122,5 +150,5 @@ def import_labelstudio(
         f"confirmed ({summary.n_corrected} with a corrected class), {summary.n_rejected} "
         f"rejected, {summary.n_drawn} drawn, {summary.n_healthy_images} images flagged healthy; "
         f"{summary.n_unannotated} tasks without annotation, {summary.n_skipped} skipped, "
-        f"{summary.n_not_in_export} exported images not in this export -> {escape(str(out_path))}"
+        f"{summary.n_not_in_export} exported images not in this export -> {escape(out_path)}"
     )

@@ -66,3 +66,42 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+#: what a pod needs when it cannot write its volume (docs/kubeflow-cluster.md)
+VOLUME_HELP = (
+    "on Kubernetes the volume's root must be writable by the pod's user: KFP sets no fsGroup, "
+    "so use a storage class whose volumes are group-0 or world writable, or add fsGroup "
+    "(e.g. 10001) to the pipeline pods with an admission policy; see docs/kubeflow-cluster.md, "
+    "'Non-root pods on fresh volumes'"
+)
+
+
+class NotWritableError(RuntimeError):
+    """A folder this process cannot create or write; the message says who owns what."""
+
+
+def writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (and its parents) and check that this process can write in it.
+
+    Raises:
+        NotWritableError: naming the first folder it cannot write, its owner and mode, this
+            process's uid, gid and groups, and what a cluster must provide.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except PermissionError:
+        blocker = path
+        while not blocker.exists() and blocker != blocker.parent:
+            blocker = blocker.parent
+        st = blocker.stat()
+        raise NotWritableError(
+            f"{blocker}: not writable by this process (uid {os.getuid()}, gid {os.getgid()}, "
+            f"groups {sorted(os.getgroups())}): owned by {st.st_uid}:{st.st_gid}, mode "
+            f"{st.st_mode & 0o7777:04o}; {VOLUME_HELP}"
+        ) from None
+    return path

@@ -39,8 +39,8 @@ VARIANTS = [
 #: feedback folder): never served from the cache
 OUTSIDE_WORLD = {
     "start_run", "finish_run", "line_version", "champion", "fetch_model", "mine",
-    "import_feedback", "train", "train_baseline", "train_distributed", "evaluate", "report",
-    "register",
+    "import_feedback", "import_round", "train", "train_baseline", "train_distributed", "evaluate",
+    "report", "register",
 }  # fmt: skip
 
 

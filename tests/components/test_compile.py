@@ -28,6 +28,7 @@ STAGE_OF = {
     "train_baseline": "train_baseline",
     "mine": "mine",
     "import_feedback": "mentor",
+    "import_round": "mentor",
     "train": "train",
     "evaluate": "evaluate",
     "report": "report",

@@ -191,16 +191,24 @@ def test_mining_publishes_tasks(
         o["Key"] for o in s3.list_objects_v2(Bucket="plant-mining", Prefix="tasks/")["Contents"]
     )
     sha12 = keys[0].split("/")[1]
-    assert keys == [
+    # the round: its images (the annotation server's data root), Label Studio files, tasks
+    images = [f"tasks/{sha12}/images/{t['path']}" for t in tasks["images"]]
+    assert keys == sorted([
+        *images,
         f"tasks/{sha12}/labelstudio/config.xml",
         f"tasks/{sha12}/labelstudio/mapping.json",
         f"tasks/{sha12}/labelstudio/tasks/tasks.json",
         f"tasks/{sha12}/tasks.json",
-    ]
+    ])  # fmt: skip
     body = s3.get_object(Bucket="plant-mining", Key=f"tasks/{sha12}/tasks.json")["Body"].read()
     assert body == (tasks_dir / "tasks.json").read_bytes()
-    ls_tasks = json.loads(s3.get_object(Bucket="plant-mining", Key=keys[2])["Body"].read())
+    ls_key = f"tasks/{sha12}/labelstudio/tasks/tasks.json"
+    ls_tasks = json.loads(s3.get_object(Bucket="plant-mining", Key=ls_key)["Body"].read())
     assert [t["data"]["image_id"] for t in ls_tasks] == [t["image_id"] for t in tasks["images"]]
+    mine_out = json.loads((_task_dir(run.root, "mine") / "executor_output.json").read_text())
+    assert mine_out["artifacts"]["tasks"]["artifacts"][0]["metadata"]["round"] == (
+        f"s3://plant-mining/tasks/{sha12}"
+    )
     fetched = json.loads((_task_dir(run.root, "fetch-model") / "executor_output.json").read_text())
     meta = fetched["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert meta["version"] == str(champion.version)  # the champion mined...
@@ -217,31 +225,118 @@ def test_failed_task_marks_parent_run_failed(retrained: tuple[Params, Path]) -> 
     assert failed.data.tags["kfp_pipeline"] == "mentoring-mining"
 
 
-@pytest.mark.slow  # another pipeline run (about 2 minutes): CI runs it after `make test`
-def test_second_run_starts_from_the_champion(retrained: tuple[Params, Path]) -> None:
-    """The weekly run: a champion exists, so no baseline is trained; the champion is fetched
-    from the registry, mines and is what transfer starts from; only the strategies are
-    registered, and the gate compares them with it."""
+def _round_of(run_root: Path) -> str:
+    """The round a mining run published (its mine task's tasks metadata)."""
+    out = json.loads((_task_dir(run_root, "mine") / "executor_output.json").read_text())
+    return str(out["artifacts"]["tasks"]["artifacts"][0]["metadata"]["round"])
+
+
+@pytest.mark.slow  # three pipeline runs (about 5 minutes): CI runs it after `make test`
+def test_the_operators_loop_through_s3(
+    retrained: tuple[Params, Path],
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop on a cluster, with the real parts and no hand-copying: the mining pipeline
+    publishes a round to S3 -> the real annotation server answers it over HTTP from S3 and its
+    export button writes the feedback beside the tasks -> the retraining pipeline takes that
+    round (mining_round: no mining, no simulated operator), imports exactly those verdicts,
+    starts from the champion and gates -> a second mining round comes from the promoted
+    champion. (The gate is opened, promotion.min_gain 0, to reach the second round: what is
+    tested is the loop, not whether 1 epoch beats the champion.)"""
+    from tests.integration.test_annotate_server import Operator, _request_id
+    from tests.servers import annotate_server
+
     params, root = retrained
+    params = load_params(
+        REPO / "params.yaml",
+        {
+            **OVERRIDES,
+            "tracking.uri": params.tracking.uri,
+            "promotion.min_gain": 0.0,
+            "promotion.max_original_drop": 1.0,
+        },
+    )
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, **aws_client_kwargs())
+    s3.create_bucket(Bucket="plant-loop")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the standard chain: pods, server
     client = _client(params)
     name = params.tracking.registered_model
-    champion = client.get_model_version_by_alias(name, "champion")
-    run = submit.run_local("retraining", params, root.parent / "second", ["strategies=[transfer]"])
+    first_champion = client.get_model_version_by_alias(name, "champion")
+
+    # 1. the mining pipeline publishes round 1
+    mining = submit.run_local(
+        "mining", params, root.parent / "loop-mining-1", ["tasks_s3_uri=s3://plant-loop/rounds"]
+    )
+    round_1 = _round_of(mining.root)
+    assert round_1.startswith("s3://plant-loop/rounds/")
+
+    # 2. the operators' station: the real server on the round, verdicts over HTTP, export
+    station = tmp_path / "station"
+    station.mkdir()
+    monkeypatch.chdir(station)  # the server's fetched tasks and database live here
+    db = station / "round-1.sqlite"
+    given: dict[str, str] = {}
+    with annotate_server(round_1, db) as server:
+        op = Operator(server.url, "op-line-2")
+        for _ in range(200):  # bounded: one image per call
+            image = op.api("/api/next")["image"]
+            if image is None:
+                break
+            shown = op.http.get(f"{server.url}/image/{image['image_id']}", timeout=30)
+            assert shown.status_code == 200  # read from the round's images/ on S3
+            assert shown.content[:8] == b"\x89PNG\r\n\x1a\n"
+            for k, a in enumerate(image["areas"]):
+                verdict = "defect" if (len(given) + k) % 3 == 0 else "healthy"
+                body = {"request_id": _request_id(), "image_id": image["image_id"],
+                        "area_id": a["area_id"], "verdict": verdict}  # fmt: skip
+                op.api("/api/verdict", body)
+                given[a["area_id"]] = verdict
+            if not image["areas"]:
+                op.api("/api/done", {"request_id": _request_id(), "image_id": image["image_id"]})
+        exported = op.api("/api/export")
+    assert given, "round 1 had no area to answer"
+    assert exported["path"] == f"{round_1}/feedback/round-1.json"
+
+    # 3. retraining takes the round the operators answered
+    run = submit.run_local(
+        "retraining",
+        params,
+        root.parent / "loop-retraining",
+        ["strategies=[transfer]", f"mining_round={round_1}"],
+    )
     (folder,) = [p for p in run.root.iterdir() if p.is_dir()]
     tasks = {p.name for p in folder.iterdir()}
-    assert {"champion", "fetch-model", "mine", "register"} <= tasks
-    assert "train-baseline" not in tasks  # the Else branch ran, not the first-run one
-    fetched = json.loads((folder / "fetch-model" / "executor_output.json").read_text())
-    assert fetched["artifacts"]["model"]["artifacts"][0]["metadata"]["version"] == str(
-        champion.version
-    )
+    assert {"fetch-model", "import-round", "register"} <= tasks
+    assert not {"mine", "import-feedback", "train-baseline"} & tasks  # no mining, no simulation
+    metrics = json.loads((folder / "import-round" / "report" / "metrics.json").read_text())
+    assert metrics["files"] == ["round-1.json"]
+    n_defect = sum(v == "defect" for v in given.values())
+    assert metrics["n_confirmed"] == n_defect and metrics["n_infirmed"] == len(given) - n_defect
+    imported = json.loads((folder / "import-round" / "executor_output.json").read_text())
+    tasks_meta = imported["artifacts"]["tasks"]["artifacts"][0]["metadata"]
+    assert tasks_meta["round"] == round_1 and tasks_meta["sha256"].startswith(round_1[-12:])
     decision = json.loads((folder / "register" / "decision" / "decision.json").read_text())
     assert decision["first_model"] is None
-    assert [r["variant"] for r in decision["registered"]] == ["transfer"]
-    assert decision["champion"]["version"] == str(champion.version)
-    assert decision["decision"] in ("promoted", "refused") and decision["reasons"]
-    latest = max(_pipeline_runs(params), key=lambda r: r.info.start_time)
-    assert latest.info.status == "FINISHED"
+    assert decision["champion"]["version"] == str(first_champion.version)
+    assert decision["decision"] == "promoted", decision["reasons"]
+    second_champion = client.get_model_version_by_alias(name, "champion")
+    assert second_champion.version != first_champion.version
+    assert second_champion.tags["variant"] == "transfer"
+
+    # 4. round 2 comes from the promoted champion
+    mining = submit.run_local(
+        "mining", params, root.parent / "loop-mining-2", ["tasks_s3_uri=s3://plant-loop/rounds"]
+    )
+    fetched = json.loads(
+        (_task_dir(mining.root, "fetch-model") / "executor_output.json").read_text()
+    )
+    assert fetched["artifacts"]["model"]["artifacts"][0]["metadata"]["version"] == str(
+        second_champion.version
+    )
+    round_2 = _round_of(mining.root)
+    assert round_2 != round_1
 
 
 def test_missing_secret_fails_the_first_task(

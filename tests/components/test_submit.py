@@ -95,7 +95,7 @@ def test_run_builds_arguments(fake_kfp: type[FakeClient], monkeypatch: pytest.Mo
             "kfp", "run", "--host", HOST,
             "--param", "train.epochs=3",
             "--param", "strategies=[transfer, transfer+omnia]",
-            "--param", "feedback_dir=/mnt/feedback",
+            "--param", "mining_round=s3://plant/mining/3f2a9c0d1b7e/tasks.json",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -110,7 +110,7 @@ def test_run_builds_arguments(fake_kfp: type[FakeClient], monkeypatch: pytest.Mo
         == load_params(REPO / "params.yaml").model_dump(mode="json")["train_baseline"]
     )
     assert args["strategies"] == ["transfer", "transfer+omnia"]
-    assert args["feedback_dir"] == "/mnt/feedback"
+    assert args["mining_round"] == "s3://plant/mining/3f2a9c0d1b7e"  # the round, not its file
     assert len(args["git_commit"]) >= 40  # this checkout's commit, for the lineage
 
 
@@ -222,6 +222,11 @@ def test_bad_arguments_are_named(
         submit.arguments("retraining", params, ["train.epochs"])
     with pytest.raises(ValueError, match="6 fields"):
         submit.schedule(HOST, "mining", params, [], cron="0 2 * * *")
+    # real operators' feedback without the round they answered: refused before any submission
+    with pytest.raises(ValueError, match="mining_round"):
+        submit.arguments("retraining", params, ["mentor.source=import"])
+    with pytest.raises(ValueError, match="not a mining round"):
+        submit.arguments("retraining", params, ["mining_round=s3://plant/mining/latest"])
     result = CliRunner().invoke(app, ["kfp", "run", "--host", HOST, "--param", "nope.x=1"])
     assert result.exit_code == 2 and "nope" in result.output
     assert not fake_kfp.instances or not fake_kfp.instances[-1].calls

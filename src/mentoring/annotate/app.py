@@ -285,7 +285,7 @@ def create_app(
     Args:
         db: the annotation database.
         images: where the task set's images are read.
-        export_path: the feedback file the export button writes.
+        export_path: the feedback file the export button writes (a path or an ``s3://`` URI).
         token: when set, every request needs it (header or login); required off loopback.
         allowed_hosts: Host header names answered (None: any, for a server bound off loopback,
             which the token protects).
@@ -293,7 +293,7 @@ def create_app(
         secure_cookies: mark the session cookie ``Secure`` (behind HTTPS).
     """
     info = db.info()
-    export_path = Path(export_path)
+    export_path = str(export_path)
     secret = db.secret()
     token_tag = (
         hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest() if token else None
@@ -515,7 +515,7 @@ def create_app(
 
     @app.post("/api/export")
     def api_export(request: Request, body: Empty | None = None) -> JSONResponse:
-        summary = export_feedback(db, export_path)
+        summary = export_feedback(db, export_path, images.endpoint_url)
         log.info("%s exported %s", operator(request), summary.as_dict())
         return JSONResponse(summary.as_dict())
 

@@ -4,9 +4,9 @@ One item per (image, operator) that has something current (not undone) to say: t
 area verdicts (with ``corrected_class`` when they changed the class), their healthy flag (with a
 ``healthy`` verdict for each area the flag rejected without its own verdict), and the boxes they
 drew. Its timestamp is that operator's latest contributing action on the image. The file carries
-the task set's sha256 and is written atomically; it is a function of the database only (sorted,
-no export time), so exporting twice gives the same bytes, and importing it twice changes nothing
-(the import's rule).
+the task set's sha256 and is written atomically (to a file, or to S3 beside the tasks it
+answers); it is a function of the database only (sorted, no export time), so exporting twice
+gives the same bytes, and importing it twice changes nothing (the import's rule).
 
 Example:
     >>> export_feedback(AnnotationDB("data/annotate/round-7.sqlite"),
@@ -20,15 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mentoring.annotate.db import AnnotationDB, ImageState
+from mentoring.feedback.rounds import write_location
 from mentoring.feedback.schema import AreaVerdict, DrawnArea, FeedbackFile, ImageFeedback, dump
-from mentoring.io import write_bytes
 
 
 @dataclass(frozen=True)
 class ExportSummary:
     """What an export wrote."""
 
-    path: Path
+    path: str  # a file path or an s3:// URI
     items: int
     images: int
     areas: int
@@ -37,7 +37,7 @@ class ExportSummary:
     drawn: int
 
     def as_dict(self) -> dict[str, object]:
-        return {**self.__dict__, "path": str(self.path)}
+        return dict(self.__dict__)
 
 
 def _when(at: float) -> datetime:
@@ -96,13 +96,15 @@ def build_feedback(db: AnnotationDB) -> FeedbackFile:
     return FeedbackFile(tasks_sha256=info.sha256, items=items)
 
 
-def export_feedback(db: AnnotationDB, out: str | Path) -> ExportSummary:
-    """Write the database's feedback to ``out`` atomically; what was written."""
+def export_feedback(
+    db: AnnotationDB, out: str | Path, endpoint_url: str | None = None
+) -> ExportSummary:
+    """Write the database's feedback to ``out`` (a path or an ``s3://`` URI, e.g. the
+    ``feedback/`` of its mining round) atomically; what was written."""
     fb = build_feedback(db)
-    out = Path(out)
-    write_bytes(out, (dump(fb) + "\n").encode())
+    written = write_location(out, (dump(fb) + "\n").encode(), endpoint_url)
     return ExportSummary(
-        path=out,
+        path=written,
         items=len(fb.items),
         images=len({i.image_id for i in fb.items}),
         areas=sum(len(i.areas) for i in fb.items),

@@ -67,6 +67,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mentoring.data.images import BadFile, Mapping, decode_image
+from mentoring.feedback.rounds import read_location, write_location
 from mentoring.feedback.schema import (
     AreaVerdict,
     DrawnArea,
@@ -168,12 +169,12 @@ class ExportMapping(_Strict):
     images: dict[str, ImageRef]  # image id -> how its task was built
 
 
-def read_mapping(path: str | Path) -> ExportMapping:
-    """Read and validate an export's ``mapping.json``; errors name the file."""
-    path = Path(path)
+def read_mapping(path: str | Path, endpoint_url: str | None = None) -> ExportMapping:
+    """Read and validate an export's ``mapping.json`` (a path or an ``s3://`` URI, e.g. a
+    mining round's ``labelstudio/mapping.json``); errors name the file."""
     try:
-        return ExportMapping.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
+        return ExportMapping.model_validate_json(read_location(path, endpoint_url))
+    except (FileNotFoundError, StorageError):
         raise LabelStudioError(
             f"{path}: not found (the folder of `mentoring annotate export-labelstudio`)"
         ) from None
@@ -683,6 +684,9 @@ def import_annotations(
     return FeedbackFile(tasks_sha256=mapping.tasks_sha256, items=items), summary
 
 
-def write_feedback(feedback: FeedbackFile, path: Path) -> None:
-    """Write the feedback file (canonical JSON, atomically)."""
-    write_bytes(path, dump(feedback).encode())
+def write_feedback(
+    feedback: FeedbackFile, path: str | Path, endpoint_url: str | None = None
+) -> str:
+    """Write the feedback file (canonical JSON, atomically) to a path or an ``s3://`` URI (a
+    round's ``feedback/``); where it went."""
+    return write_location(path, dump(feedback).encode(), endpoint_url)

@@ -256,21 +256,6 @@ def html_page(images: list[Path], path: Path, title: str) -> None:
     write_bytes(path, "\n".join(parts).encode())
 
 
-def publish(path: Path, s3_uri: str) -> str:
-    """Copy ``path`` under ``s3://bucket/prefix`` as ``<prefix>/<sha256[:12]>/<name>``; return
-    the object's URI. Through the storage layer (:mod:`mentoring.storage`): endpoint and
-    credentials from the standard AWS chain (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``...,
-    a profile or an instance role), adaptive retries."""
-    from mentoring.storage import is_s3, open_store
-
-    if not is_s3(s3_uri):
-        raise ValueError(f"{s3_uri!r}: expected s3://bucket/prefix")
-    key = f"{sha256_file(path)[:12]}/{path.name}"
-    store = open_store(s3_uri)
-    store.write_bytes(key, path.read_bytes())
-    return store.uri(key)
-
-
 def pipeline_value(params: Params) -> dict[str, Any]:
     """``params`` as a pipeline parameter value: JSON types, without the None leaves (a
     pipeline parameter cannot hold null; :func:`params_from` restores those keys' None

@@ -19,7 +19,7 @@ from mentoring.config import Params
 from mentoring.data.ingest import BatchReport
 from mentoring.data.manifest import read_manifest
 from mentoring.data.versioned import fetch_line
-from mentoring.io import write_json
+from mentoring.io import writable_dir, write_json
 from mentoring.line.generate import generate_line
 from mentoring.line.ingest import Quarantined, ingest_line
 from mentoring.line.preview import contact_sheet
@@ -39,6 +39,7 @@ def run(
     dvc``, ``metrics["data_version"]`` is ``{repo, rev, commit, path}``: the full commit sha the
     revision resolved to is the data's version.
     """
+    writable_dir(data_dir)  # a volume this user cannot write: say so before any work
     quarantined: list[Quarantined] = []
     reports: list[BatchReport] = []
     data_version: dict[str, str] | None = None

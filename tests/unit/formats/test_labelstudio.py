@@ -667,3 +667,35 @@ def test_cli_round_trip(line: Line, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     res = runner.invoke(app, ["mentor", "import-labelstudio", "bad.json", "--export-dir", "ls"])
     assert res.exit_code == 2
     assert "img-nope" in res.output
+
+
+def test_cli_imports_into_the_mining_rounds_feedback(
+    line: Line, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Label Studio path of a published round: the mapping is read from the round's
+    labelstudio/ on S3 and the feedback lands in its feedback/, where retraining imports it."""
+    from mentoring.feedback.rounds import MiningRound, publish_round
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, **aws_client_kwargs())
+    s3.create_bucket(Bucket="ls-round")
+    rnd = publish_round(line.tasks_path, line.root, "s3://ls-round/mining", s3_endpoint)
+    ex = export_tasks(
+        line.tasks, read_manifest(line.manifest, check_files=False), line.root,
+        sha256_file(line.tasks_path),
+    )  # fmt: skip
+    write_export(ex, tmp_path / "ls", rnd.labelstudio_uri, s3_endpoint)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "project-3.json").write_text(json.dumps(operator_export(ex)))
+    res = CliRunner().invoke(
+        app,
+        ["mentor", "import-labelstudio", "project-3.json", "--export-dir", rnd.labelstudio_uri,
+         "--endpoint-url", s3_endpoint],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"{rnd.feedback_uri}/labelstudio-project-3.json" in " ".join(res.output.split())
+    assert not (tmp_path / "data/feedback").exists()  # nothing local
+    rnd = MiningRound(rnd.uri, s3_endpoint)
+    (path,) = rnd.fetch_feedback(tmp_path / "fetched")
+    fb = read_feedback(path)
+    assert fb.tasks_sha256 == sha256_file(line.tasks_path)
+    assert [it.image_id for it in fb.items] == ["img-a", "img-p"]
