@@ -123,7 +123,7 @@ def test_streamed_mining_equals_mining_the_pool_in_memory(
     from mentoring.data.dataset import load_images
     from mentoring.data.manifest import data_root, read_manifest, select
     from mentoring.evaluation import predict
-    from mentoring.mining import extract_areas, make_heuristic, rank
+    from mentoring.mining import content_area_id, extract_areas, make_heuristic, rank
     from mentoring.models.store import load_model
     from mentoring.runtime import setup_torch
     from mentoring.stages import mine
@@ -137,10 +137,13 @@ def test_streamed_mining_equals_mining_the_pool_in_memory(
     probs = predict(model, load_images(df, data_root(manifest)), 5)
     scores = make_heuristic(heuristic, 0.01, p.mine.margin).score(probs)
     ids = list(df["image_id"])
+    shas = list(df["sha256"])
     picked = rank(scores, 20, p.base.seed, ids)
+    # the tasks' area ids are derived from each area's content (image sha, class, cells)
     expected = [
-        (ids[i], float(scores[i]), [a.area_id for a in extract_areas(probs[i], p.line.classes,
-                                                                      0.01, 8, ids[i])])
+        (ids[i], float(scores[i]),
+         [content_area_id(ids[i], shas[i], a.cls, a.cells)
+          for a in extract_areas(probs[i], p.line.classes, 0.01, 8, ids[i])])
         for i in picked
     ]  # fmt: skip
     outs = []
