@@ -74,6 +74,8 @@ def _friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:
+            raise  # an exit status the command chose (click's Exit is a RuntimeError)
         except (
             ConfigError,
             ManifestError,
@@ -258,8 +260,11 @@ def ingest_cmd(
 
     Idempotent and resumable: objects already in the manifest (same key and ETag) are not
     fetched again, and a killed run picks up where it stopped. Every listed object is
-    reconciled: ingested + quarantined + already present + skipped. Credentials come from the
-    standard AWS chain; -S line.s3.endpoint_url=... for any S3-compatible store.
+    reconciled: ingested + quarantined + to retry + already present + skipped. What can heal
+    (a failed fetch, an image whose mask has not arrived) is tried again on every later run.
+    Exit status: 0 done, 1 the batch failed validation, 2 bad arguments or source, 3 objects
+    left to retry (the rest is ingested: run again later). Credentials come from the standard
+    AWS chain; -S line.s3.endpoint_url=... for any S3-compatible store.
     """
     from mentoring.data.ingest import ingest_batch
 
@@ -283,11 +288,20 @@ def ingest_cmd(
             bar.update(task, completed=done, total=total, nbytes=_size(nbytes))
 
         m = ingest_batch(p, source, domain, split, data, results, required, tick)
-    table = Table("listed", "ingested", "quarantined", "already present", "skipped", title=source)
+    table = Table(
+        "listed",
+        "ingested",
+        "quarantined",
+        "to retry",
+        "already present",
+        "skipped",
+        title=source,
+    )
     table.add_row(
         str(m["listed"]),
         str(m["ingested"]),
         str(m["quarantined"]),
+        str(m["to_retry"]),
         str(m["already_present"]),
         str(sum(m["skipped"].values())),
     )
@@ -308,8 +322,19 @@ def ingest_cmd(
     for line in v["failures"][:20]:
         console.print(f"[bold red]failed:[/] {escape(line)}")
     out.print(f"validation: {v['data_docs'] or results / 'validate'}")
+    if m["recovered"]:
+        out.print(f"{m['recovered']} object(s) quarantined by an earlier run are now ingested")
     if not v["success"]:
         raise typer.Exit(1)
+    if m["to_retry"]:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(m["retry_kinds"].items()))
+        console.print(
+            f"[bold yellow]incomplete:[/] {m['to_retry']} object(s) left to retry ({kinds}): "
+            "everything else is in the manifest; run the same command again later (a failed "
+            "fetch is fetched again, an image waiting for its mask is paired once it arrives). "
+            "Exit status 3."
+        )
+        raise typer.Exit(3)
 
 
 @line_app.command("preview")

@@ -187,14 +187,36 @@ def serve_cmd(
     secure_cookies: Annotated[
         bool, typer.Option(help="Mark the session cookie Secure (when served behind HTTPS).")
     ] = False,
+    session_hours: Annotated[
+        float, typer.Option(min=0.0002, help="A login ends after this long (log in again).")
+    ] = 12.0,
+    max_login_failures: Annotated[
+        int, typer.Option(min=1, help="Wrong tokens per client address before it gets 429.")
+    ] = 10,
+    login_window_s: Annotated[
+        float,
+        typer.Option(min=0.1, help="Window of --max-login-failures, and how long 429 lasts."),
+    ] = 300.0,
+    header_timeout_s: Annotated[
+        float,
+        typer.Option(min=0.1, help="A client that has not sent its headers by then is dropped."),
+    ] = 10.0,
+    allow_missing_images: Annotated[
+        bool,
+        typer.Option(
+            help="Start even when some tasks' images cannot be read (shown as missing; "
+            "answers on them refused)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the mentoring web interface on the task set (state in the database: a restart
     continues where it stopped)."""
     import uvicorn
 
-    from mentoring.annotate.app import LOOPBACK_HOSTS, create_app
+    from mentoring.annotate.app import LOOPBACK_HOSTS, LoginThrottle, create_app
     from mentoring.annotate.db import AnnotationDB
-    from mentoring.annotate.images import ImageSource
+    from mentoring.annotate.images import ImageSource, missing_images
+    from mentoring.annotate.server import header_timeout_protocol
 
     loopback = is_loopback(host)
     if not loopback and not token:
@@ -213,13 +235,29 @@ def serve_cmd(
     loaded = database.load_tasks(mining, sha, source)
     root = data_root or ts.data_root()
     export_path = out_path or ts.export_to(db)
+    images = ImageSource(root, endpoint_url=endpoint_url)
+    missing = missing_images(database, images)
+    if missing:
+        listed = "; ".join(f"{i!r}: {why}" for i, why in list(missing.items())[:5])
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        what = f"{len(missing)} of {len(mining.images)} images cannot be read under {root}"
+        if not allow_missing_images:
+            raise FileNotFoundError(
+                f"{what}: {listed}{more}. Pass --data-root (the folder the tasks' paths start "
+                f"from), or --allow-missing-images to serve the others"
+            )
+        typer.echo(f"warning: {what}; shown as missing, answers refused: {listed}{more}", err=True)
     app = create_app(
         database,
-        ImageSource(root, endpoint_url=endpoint_url),
+        images,
         export_path=export_path,
         token=token or None,
         allowed_hosts=(*LOOPBACK_HOSTS, host) if loopback else None,
         secure_cookies=secure_cookies,
+        port=port,
+        session_s=session_hours * 3600.0,
+        missing_images=missing,
+        throttle=LoginThrottle(max_login_failures, login_window_s),
     )
     shown = f"[{host}]" if ":" in host else host
     status = database.status()
@@ -235,6 +273,7 @@ def serve_cmd(
         app,
         host=host.strip("[]"),
         port=port,
+        http=header_timeout_protocol(header_timeout_s),
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=5,

@@ -14,10 +14,19 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "crack", "dent", "stain", "hole", "chip")
 PART_REFS: tuple[str, ...] = ("disc", "plate", "bracket")
@@ -28,45 +37,70 @@ class ConfigError(ValueError):
     """A params file that cannot be used: the message names the file, section and key."""
 
 
+#: what YAML 1.1 (PyYAML) reads as a boolean; said in the errors of a boolean given for a number
+YAML_BOOLEANS = "yes/no/on/off/true/false"
+
+
+def _refuse_bool(value: Any) -> Any:
+    """A number param never takes a boolean: Python's ``bool`` is an ``int``, so pydantic's lax
+    mode reads ``epochs: yes`` (YAML's ``True``) as 1 and ``lr: true`` as 1.0."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+# Strict number and on/off types of every section's fields (an int, float or bool param is one
+# of these; tests/unit/test_config.py checks every field of the defaults):
+#: an integer, never a boolean. Not pydantic's strict int: a Kubeflow pipeline parameter is a
+#: protobuf Struct, whose numbers are doubles, so ``epochs: 20`` comes back as 20.0 (an integral
+#: float is taken, 20.5 is refused)
+Int = Annotated[int, BeforeValidator(_refuse_bool)]
+#: a real number: an int or a float (also a string such as ``1e-3``, which YAML 1.1 reads as a
+#: string), never a boolean, and finite (``inf``/``nan`` make no sense for any param here)
+Float = Annotated[float, BeforeValidator(_refuse_bool), AllowInfNan(False)]
+#: on/off: ``true``/``false`` only (pydantic's strict bool: ``1`` or ``"yes"`` is refused)
+Bool = StrictBool
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BaseParams(_Section):
-    seed: int = 0  # training, mining and simulation randomness (line.seed picks the data)
+    seed: Int = 0  # training, mining and simulation randomness (line.seed picks the data)
     device: str = "cpu"  # torch device for training and inference ("cpu", "cuda", "cuda:1")
     profile: str = "demo"  # which `line.profiles` entry sets the data set sizes
-    num_threads: int = Field(2, ge=1)  # torch intra-op threads on CPU
+    num_threads: Int = Field(2, ge=1)  # torch intra-op threads on CPU
     # bf16: training and inference under torch.autocast (bfloat16 matmuls/convolutions, fp32
     # weights and losses); fp32 everywhere else. fp32 keeps CPU runs bit-exact
     precision: Literal["fp32", "bf16"] = "fp32"
-    channels_last: bool = False  # NHWC tensors and weights (faster convolutions on GPUs)
-    compile: bool = False  # torch.compile the trained modules (GPU nodes; CPU needs a C++ compiler)
+    channels_last: Bool = False  # NHWC tensors and weights (faster convolutions on GPUs)
+    compile: Bool = False  # torch.compile the trained modules (GPU nodes; CPU needs a C++ compiler)
     # a training set whose decoded images take at most this many MiB is decoded once and kept
     # in memory; a larger one is read from the image store batch by batch (same batches)
-    train_cache_mib: float = Field(4096, ge=0)
+    train_cache_mib: Float = Field(4096, ge=0)
 
 
 class SplitSizes(_Section):
-    original_train: int = Field(ge=0)  # fully-labelled images the baseline trains on
-    original_eval: int = Field(ge=0)  # fully-labelled evaluation images, original domain
-    new_pool: int = Field(ge=0)  # unlabelled images of the new domain, to be mined
-    new_eval: int = Field(ge=0)  # fully-labelled evaluation images, new domain
+    original_train: Int = Field(ge=0)  # fully-labelled images the baseline trains on
+    original_eval: Int = Field(ge=0)  # fully-labelled evaluation images, original domain
+    new_pool: Int = Field(ge=0)  # unlabelled images of the new domain, to be mined
+    new_eval: Int = Field(ge=0)  # fully-labelled evaluation images, new domain
 
 
 class AcquisitionSetup(_Section):
     """How one domain's camera, lighting and line look. Values are ranges [low, high]."""
 
-    background: tuple[float, float] = (0.08, 0.2)  # background gray level range
-    background_texture: float = Field(0.0, ge=0)  # amplitude of the conveyor-belt stripes
-    gain: tuple[float, float] = (0.85, 1.15)  # global illumination gain
-    gamma: tuple[float, float] = (0.9, 1.1)  # sensor response gamma
-    gradient: tuple[float, float] = (0.0, 0.12)  # amplitude of a linear lighting ramp
-    hot_spot_prob: float = Field(0.1, ge=0, le=1)  # chance of a large specular hot spot
-    noise: tuple[float, float] = (0.005, 0.015)  # camera noise standard deviation
-    blur: tuple[float, float] = (0.0, 0.4)  # gaussian blur sigma (focus), pixels
-    defect_contrast: tuple[float, float] = (0.8, 1.2)  # defect contrast multiplier
-    nuisances: dict[str, float] = Field(default_factory=dict)  # nuisance -> expected count/image
+    background: tuple[Float, Float] = (0.08, 0.2)  # background gray level range
+    background_texture: Float = Field(0.0, ge=0)  # amplitude of the conveyor-belt stripes
+    gain: tuple[Float, Float] = (0.85, 1.15)  # global illumination gain
+    gamma: tuple[Float, Float] = (0.9, 1.1)  # sensor response gamma
+    gradient: tuple[Float, Float] = (0.0, 0.12)  # amplitude of a linear lighting ramp
+    hot_spot_prob: Float = Field(0.1, ge=0, le=1)  # chance of a large specular hot spot
+    noise: tuple[Float, Float] = (0.005, 0.015)  # camera noise standard deviation
+    blur: tuple[Float, Float] = (0.0, 0.4)  # gaussian blur sigma (focus), pixels
+    defect_contrast: tuple[Float, Float] = (0.8, 1.2)  # defect contrast multiplier
+    nuisances: dict[str, Float] = Field(default_factory=dict)  # nuisance -> expected count/image
 
     @model_validator(mode="after")
     def _known_nuisances(self) -> AcquisitionSetup:
@@ -125,8 +159,8 @@ class S3Source(_Section):
 
     uri: str = ""  # s3://bucket/prefix holding <domain>/<split>/images|masks/ (source: s3)
     endpoint_url: str = ""  # any S3-compatible store; "" = AWS or $AWS_ENDPOINT_URL_S3
-    concurrency: int = Field(8, ge=1, le=128)  # objects fetched in parallel
-    max_attempts: int = Field(8, ge=1, le=30)  # botocore adaptive-mode attempts per request
+    concurrency: Int = Field(8, ge=1, le=128)  # objects fetched in parallel
+    max_attempts: Int = Field(8, ge=1, le=30)  # botocore adaptive-mode attempts per request
 
     @model_validator(mode="after")
     def _s3_uri(self) -> S3Source:
@@ -141,16 +175,17 @@ class LineParams(_Section):
     s3: S3Source = Field(default_factory=S3Source)  # source: s3 -> the same layout in a bucket
     resize: Literal["resize", "tile", "pad"] = "resize"  # ingested images -> image_size
     dvc: DvcSource = Field(default_factory=DvcSource)  # source: dvc -> repository, revision, path
-    seed: int = 0  # which synthetic line: the data set's seed, apart from training's base.seed
-    image_size: int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride
-    channels: Literal[1, 3] = 1  # 1 = grayscale camera, 3 = RGB
+    seed: Int = 0  # which synthetic line: the data set's seed, apart from training's base.seed
+    image_size: Int = Field(128, ge=32)  # square images, pixels; a multiple of model.stride
+    # 1 = grayscale camera, 3 = RGB (a Literal takes True for 1: refuse booleans first)
+    channels: Annotated[Literal[1, 3], BeforeValidator(_refuse_bool)] = 1
     classes: tuple[str, ...] = DEFECT_CLASSES  # defect classes, in output-channel order (any
     # names for ingested data; the synthetic generator draws only the names of DEFECT_CLASSES)
     part_refs: tuple[str, ...] = PART_REFS  # part references made on the line
-    defect_rate: float = Field(0.25, ge=0, le=1)  # fraction of parts with >= 1 defect
-    max_defects: int = Field(3, ge=1)  # most defects on one part
-    cell_min_coverage: float = Field(0.06, gt=0, le=1)  # covered fraction making a cell defective
-    workers: int = Field(0, ge=0)  # generator processes; 0 = one per CPU core
+    defect_rate: Float = Field(0.25, ge=0, le=1)  # fraction of parts with >= 1 defect
+    max_defects: Int = Field(3, ge=1)  # most defects on one part
+    cell_min_coverage: Float = Field(0.06, gt=0, le=1)  # covered fraction making a cell defective
+    workers: Int = Field(0, ge=0)  # generator processes; 0 = one per CPU core
     profiles: dict[str, SplitSizes] = Field(
         default_factory=lambda: {
             "demo": SplitSizes(original_train=1500, original_eval=400, new_pool=1500, new_eval=400),
@@ -204,15 +239,15 @@ class ValidateParams(_Section):
     """Data validation (great-expectations suites): manifest, ingested batches, acquisition
     drift, operator feedback, evaluation metrics (docs/validation.md)."""
 
-    defect_rate: tuple[float, float] = (0.1, 0.5)  # band [low, high] of each domain's defect rate
-    defect_rate_by_domain: dict[str, tuple[float, float]] = Field(
+    defect_rate: tuple[Float, Float] = (0.1, 0.5)  # band [low, high] of each domain's defect rate
+    defect_rate_by_domain: dict[str, tuple[Float, Float]] = Field(
         default_factory=dict
     )  # per-domain bands that replace `defect_rate`, e.g. {new: [0.05, 0.6]}
-    max_examples: int = Field(5, ge=1)  # unexpected values shown per failed expectation
+    max_examples: Int = Field(5, ge=1)  # unexpected values shown per failed expectation
     drift_reference: str = "original/train"  # <domain>/<split> whose images are the reference
-    drift_tolerance: float = Field(0.25, ge=0)  # drift band: reference percentile +- this x
+    drift_tolerance: Float = Field(0.25, ge=0)  # drift band: reference percentile +- this x
     # the reference's 10-90 percentile range (per acquisition statistic; a warning beyond it)
-    stats_batch_size: int = Field(256, ge=1)  # images decoded at once for those statistics
+    stats_batch_size: Int = Field(256, ge=1)  # images decoded at once for those statistics
 
     @model_validator(mode="after")
     def _bands(self) -> ValidateParams:
@@ -241,11 +276,11 @@ class ValidateParams(_Section):
 
 
 class ModelParams(_Section):
-    stride: int = Field(8, ge=2)  # output stride: one area (cell) per stride x stride pixels
-    width: int = Field(16, ge=4)  # channels of the first encoder stage (doubles per stage)
-    depth: int = Field(2, ge=1)  # convolutions per encoder stage
-    context_stages: int = Field(1, ge=0)  # extra stages below the output stride (receptive field)
-    prior: float = Field(0.01, gt=0, lt=1)  # initial defect probability (classifier bias init)
+    stride: Int = Field(8, ge=2)  # output stride: one area (cell) per stride x stride pixels
+    width: Int = Field(16, ge=4)  # channels of the first encoder stage (doubles per stage)
+    depth: Int = Field(2, ge=1)  # convolutions per encoder stage
+    context_stages: Int = Field(1, ge=0)  # extra stages below the output stride (receptive field)
+    prior: Float = Field(0.01, gt=0, lt=1)  # initial defect probability (classifier bias init)
 
     @model_validator(mode="after")
     def _stride_power_of_two(self) -> ModelParams:
@@ -255,15 +290,15 @@ class ModelParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: int = Field(20, ge=1)  # passes over the training set
-    batch_size: int = Field(32, ge=1)  # images per batch
-    lr: float = Field(3e-3, gt=0)  # Adam peak learning rate
+    epochs: Int = Field(20, ge=1)  # passes over the training set
+    batch_size: Int = Field(32, ge=1)  # images per batch
+    lr: Float = Field(3e-3, gt=0)  # Adam peak learning rate
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: 1-epoch warm-up, decay to 1%
-    weight_decay: float = Field(0.0, ge=0)  # Adam L2 penalty
-    augment: bool = True  # random flips and 90-degree rotations (parts have no orientation)
+    weight_decay: Float = Field(0.0, ge=0)  # Adam L2 penalty
+    augment: Bool = True  # random flips and 90-degree rotations (parts have no orientation)
     # threads decoding a batch read from the image store (a set over base.train_cache_mib)
-    num_workers: int = Field(0, ge=0)
-    nproc: int = Field(1, ge=1)  # processes per node under torchrun (DDP); 1 = plain
+    num_workers: Int = Field(0, ge=0)
+    nproc: Int = Field(1, ge=1)  # processes per node under torchrun (DDP); 1 = plain
 
 
 STRATEGY_FLAGS: tuple[str, ...] = (
@@ -298,35 +333,35 @@ def parse_strategy(name: str) -> frozenset[str]:
 class MineParams(_Section):
     # detections (the paper) | uncertainty | entropy | random (a seeded uniform sample)
     heuristic: Literal["detections", "uncertainty", "entropy", "random"] = "detections"
-    threshold: float = Field(0.5, gt=0, lt=1)  # class threshold of a detected area
-    margin: float = Field(0.2, gt=0, lt=0.5)  # uncertainty heuristic: |p - threshold| <= margin
-    budget: int | None = Field(None, ge=1)  # most images to mine; None = every image of interest
-    batch_size: int = Field(64, ge=1)  # images per inference batch
-    num_workers: int = Field(0, ge=0)  # processes decoding the pool (0 = in the main one)
+    threshold: Float = Field(0.5, gt=0, lt=1)  # class threshold of a detected area
+    margin: Float = Field(0.2, gt=0, lt=0.5)  # uncertainty heuristic: |p - threshold| <= margin
+    budget: Int | None = Field(None, ge=1)  # most images to mine; None = every image of interest
+    batch_size: Int = Field(64, ge=1)  # images per inference batch
+    num_workers: Int = Field(0, ge=0)  # processes decoding the pool (0 = in the main one)
 
 
 class MentorParams(_Section):
     source: Literal["simulate", "import"] = "simulate"  # simulated operator or real feedback files
-    min_overlap: float = Field(0.2, gt=0, le=1)  # area cells on true defects to confirm it
-    error_rate: float = Field(0.02, ge=0, le=1)  # chance the simulated operator clicks wrong
-    healthy_flag_rate: float = Field(0.5, ge=0, le=1)  # truly healthy mined images flagged healthy
-    correct_classes: bool = True  # the operator may correct a confirmed area's class
-    draw_missed_rate: float = Field(0.0, ge=0, le=1)  # missed defects the simulated operator draws
+    min_overlap: Float = Field(0.2, gt=0, le=1)  # area cells on true defects to confirm it
+    error_rate: Float = Field(0.02, ge=0, le=1)  # chance the simulated operator clicks wrong
+    healthy_flag_rate: Float = Field(0.5, ge=0, le=1)  # truly healthy mined images flagged healthy
+    correct_classes: Bool = True  # the operator may correct a confirmed area's class
+    draw_missed_rate: Float = Field(0.0, ge=0, le=1)  # missed defects the simulated operator draws
 
 
 class MentoredTrainParams(TrainParams):
-    epochs: int = Field(16, ge=1)  # CPU budget: 7 variants of the demo in ~9 minutes
-    lambda_w: float = Field(1.0, ge=0)  # weight of the masked loss L_W in eq. (3)
-    new_fraction: float = Field(0.5, gt=0, lt=1)  # share of mentored images per batch (1:1)
-    omnia_epsilon: float = Field(0.01, gt=0, lt=1)  # OMNIA-like: baseline p < eps -> healthy
-    dann_weight: float = Field(0.1, ge=0)  # weight of the domain loss
-    dann_gamma: float = Field(10.0, gt=0)  # GRL ramp 2/(1+exp(-gamma p)) - 1
-    distill_weight: float = Field(1.0, ge=0)  # distill: weight of the baseline's soft targets
+    epochs: Int = Field(16, ge=1)  # CPU budget: 7 variants of the demo in ~9 minutes
+    lambda_w: Float = Field(1.0, ge=0)  # weight of the masked loss L_W in eq. (3)
+    new_fraction: Float = Field(0.5, gt=0, lt=1)  # share of mentored images per batch (1:1)
+    omnia_epsilon: Float = Field(0.01, gt=0, lt=1)  # OMNIA-like: baseline p < eps -> healthy
+    dann_weight: Float = Field(0.1, ge=0)  # weight of the domain loss
+    dann_gamma: Float = Field(10.0, gt=0)  # GRL ramp 2/(1+exp(-gamma p)) - 1
+    distill_weight: Float = Field(1.0, ge=0)  # distill: weight of the baseline's soft targets
     # what a confirmed area of class c also says: the other classes are healthy on its cells
-    confirm_exclusive: bool = False
+    confirm_exclusive: Bool = False
     # confirmed cells stay defective only where the deployed model's p >= this (others masked);
     # 0 = off. Mined areas have p >= mine.threshold already, so only a higher value acts
-    confirm_refine: float = Field(0.0, ge=0, lt=1)
+    confirm_refine: Float = Field(0.0, ge=0, lt=1)
     # L_W of eq. (4): batch = sum over annotated entries / their count in the batch (the paper);
     # image = each mentored image's mean over its annotated entries, averaged over the images
     lw_normalisation: Literal["batch", "image"] = "batch"
@@ -348,12 +383,12 @@ class MentoredTrainParams(TrainParams):
 
 
 class EvaluateParams(_Section):
-    threshold: float = Field(0.5, gt=0, lt=1)  # class threshold for precision/recall and images
-    batch_size: int = Field(64, ge=1)  # images per inference batch
-    n_examples: int = Field(8, ge=0)  # images per domain in the prediction overlay plot
-    detect_threshold: float = Field(0.5, gt=0, lt=1)  # defect level: a detected area's threshold
-    match_iou: float = Field(0.1, gt=0, le=1)  # defect level: cell IoU for a detection to match
-    num_workers: int = Field(0, ge=0)  # processes decoding images and masks (0 = the main one)
+    threshold: Float = Field(0.5, gt=0, lt=1)  # class threshold for precision/recall and images
+    batch_size: Int = Field(64, ge=1)  # images per inference batch
+    n_examples: Int = Field(8, ge=0)  # images per domain in the prediction overlay plot
+    detect_threshold: Float = Field(0.5, gt=0, lt=1)  # defect level: a detected area's threshold
+    match_iou: Float = Field(0.1, gt=0, le=1)  # defect level: cell IoU for a detection to match
+    num_workers: Int = Field(0, ge=0)  # processes decoding images and masks (0 = the main one)
 
 
 class TrackingParams(_Section):
@@ -361,14 +396,14 @@ class TrackingParams(_Section):
     artifacts: str = "mlartifacts"  # artifact folder of the embedded store (a server has its own)
     experiment: str = Field("mentoring", min_length=1)  # MLflow experiment of pipeline runs
     registered_model: str = Field("defect-segmenter", min_length=1)  # registry name of models
-    log_models: bool = True  # log each trained model (PyTorch flavour) in its run
-    timeout_s: float = Field(10.0, gt=0)  # reachability check of a tracking server, seconds
+    log_models: Bool = True  # log each trained model (PyTorch flavour) in its run
+    timeout_s: Float = Field(10.0, gt=0)  # reachability check of a tracking server, seconds
 
 
 class PromotionParams(_Section):
     candidate: str = "best"  # best: top new-domain mAP within tolerance; or a strategy name
-    min_gain: float = Field(0.01, ge=0)  # candidate must beat the champion's new mAP by this
-    max_original_drop: float = Field(0.02, ge=0)  # and lose at most this original-domain mAP
+    min_gain: Float = Field(0.01, ge=0)  # candidate must beat the champion's new mAP by this
+    max_original_drop: Float = Field(0.02, ge=0)  # and lose at most this original-domain mAP
     exclude: tuple[str, ...] = ("oracle",)  # never registered: labels a plant does not have
     gate_level: Literal["defect", "cell"] = "defect"  # whose mAPs the gate compares
 
@@ -386,7 +421,7 @@ class GpuNodes(_Section):
     """Where training tasks run: GPU resource, node selector and toleration of GPU nodes."""
 
     resource: str = "nvidia.com/gpu"  # extended resource name of the device plugin
-    count: int = Field(1, ge=0)  # GPUs per training task; 0 = train on CPU nodes
+    count: Int = Field(1, ge=0)  # GPUs per training task; 0 = train on CPU nodes
     node_selector: dict[str, str] = Field(
         default_factory=lambda: {"nvidia.com/gpu.present": "true"}
     )  # node labels of GPU nodes (GPU operator / NFD label by default)
@@ -398,9 +433,9 @@ class GpuNodes(_Section):
 class Retry(_Section):
     """Retries with exponential backoff of the tasks that talk to S3 or MLflow."""
 
-    count: int = Field(3, ge=0)  # retries after the first failure
+    count: Int = Field(3, ge=0)  # retries after the first failure
     backoff: str = "30s"  # first wait
-    factor: float = Field(2.0, ge=1)  # wait multiplier per retry
+    factor: Float = Field(2.0, ge=1)  # wait multiplier per retry
     max_backoff: str = "600s"  # longest wait
 
 
@@ -428,7 +463,7 @@ class KfpParams(_Section):
     gpu: GpuNodes = Field(default_factory=GpuNodes)  # training tasks' nodes
     trainer: Literal["task", "trainjob"] = "task"  # strategies train in the task's pod, or in a
     # Kubeflow Trainer TrainJob over several GPU nodes (docs/kubeflow-trainer.md)
-    trainjob_nodes: int = Field(2, ge=1)  # trainer: trainjob, nodes per strategy
+    trainjob_nodes: Int = Field(2, ge=1)  # trainer: trainjob, nodes per strategy
     trainjob_runtime: str = "torch-distributed"  # its ClusterTrainingRuntime
     resources: dict[str, Resources] = Field(
         default_factory=lambda: {
@@ -512,6 +547,10 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{where} unknown key {key!r}"
     got = err.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+    if isinstance(got, bool) and err["type"] != "bool_type":
+        got_text += f"; YAML reads {YAML_BOOLEANS} as booleans: write a number"
+    elif err["type"] == "bool_type":
+        got_text += "; write true or false"
     return f"{where} {key + ': ' if key else ''}{err['msg']}{got_text}"
 
 

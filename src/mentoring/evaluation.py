@@ -66,6 +66,11 @@ def predict(
         x = chunk.to(device, non_blocking=cuda).to(torch.float32) / 255.0
         with autocast(device, precision):
             logits = model(x.contiguous(memory_format=fmt))
+        if not bool(torch.isfinite(logits).all()):  # NaN probabilities would score as numbers
+            raise ValueError(
+                f"the model's outputs hold NaN or infinite values on images {i}..{i + len(chunk)}"
+                " (diverged weights or an overflow): no metric or decision can use them"
+            )
         out.append(torch.sigmoid(logits.float()).cpu())
     return torch.cat(out).numpy()
 

@@ -228,7 +228,16 @@ class Registry:
         classes = metadata.get("classes") or getattr(served, "classes", None)
         if not classes:
             raise RegistryError(f"{self.name} version {version}: no class names in the model")
-        return served.segmenter.eval(), list(classes)
+        from mentoring.models.store import non_finite
+
+        segmenter = served.segmenter.eval()
+        bad = non_finite(segmenter.state_dict())
+        if bad:  # the gate must never compare (or promote) a diverged model
+            raise RegistryError(
+                f"{self.name} version {version}: weights {bad[:5]} hold NaN or infinite values "
+                f"(a diverged training); it cannot be scored, promoted or served"
+            )
+        return segmenter, list(classes)
 
     def resolve(self, ref: str) -> str:
         """The version a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +42,18 @@ class StorageError(OSError):
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One listed object. ``etag`` is S3's ETag (quotes stripped); locally, size + mtime."""
+    """One listed object. ``etag`` is S3's ETag (quotes stripped); locally, size + mtime.
+
+    ``problem`` (with ``problem_kind``, a quarantine kind) says why a listed entry cannot be
+    read as an object: a dangling link, a link out of the folder, a FIFO, an unsafe S3 key.
+    Such an entry is listed (so that it is accounted for) but never read.
+    """
 
     key: str
     size: int
     etag: str
+    problem: str = ""
+    problem_kind: str = ""
 
 
 class Store(Protocol):
@@ -66,9 +74,17 @@ class Store(Protocol):
     def write_json(self, key: str, obj: Any) -> None: ...
 
 
+def unsafe_key(key: str) -> bool:
+    """True for a key that is not a plain relative path: a leading '/', or a '..', '.' or empty
+    segment ('a//b'). "" (the store itself) and a prefix's one trailing '/' are fine."""
+    path = key[:-1] if key.endswith("/") else key
+    if not path:
+        return False
+    return key.startswith("/") or any(part in ("", ".", "..") for part in path.split("/"))
+
+
 def _check_key(key: str, where: str) -> str:
-    parts = key.split("/")
-    if key.startswith("/") or ".." in parts:
+    if unsafe_key(key):
         raise StorageError(f"{where}: key {key!r} must be relative and stay inside the store")
     return key
 
@@ -98,7 +114,42 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key, str(self.root))
 
+    def _inspect(self, path: str) -> tuple[os.stat_result | None, str, str]:
+        """(stat of what ``path`` names, problem, problem kind): a link is followed only to a
+        regular file inside the folder; anything else is a problem, and never opened."""
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            return None, f"cannot be examined ({exc.strerror})", "fetch_failed"
+        if stat.S_ISLNK(st.st_mode):
+            target = os.path.realpath(path)
+            root = os.path.realpath(self.root)
+            if not os.path.exists(target):
+                return None, f"dangling symbolic link to {os.readlink(path)!r}", "bad_link"
+            if os.path.commonpath([root, target]) != root:
+                return None, f"symbolic link out of the source folder (to {target})", "bad_link"
+            if os.path.isdir(target):
+                return None, "symbolic link to a folder (not followed)", "bad_link"
+            st = os.stat(target)
+        if not stat.S_ISREG(st.st_mode):
+            what = (
+                "a FIFO"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(st.st_mode)
+                else "a device"
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "not a regular file"
+            )
+            return None, f"{what}, not a regular file: never opened", "not_a_file"
+        return st, "", ""
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every file under ``prefix``, sorted; hidden files and folders are left out.
+
+        A symbolic link to a regular file inside the folder is listed as that file; a dangling
+        link, a link out of the folder or to a folder, a FIFO, socket or device is listed with
+        a ``problem`` (and never opened: a FIFO would block the reader)."""
         base = self.root / prefix if prefix and prefix.endswith("/") else self.root
         if not self.root.is_dir():
             raise StorageError(f"{self.root}: folder not found")
@@ -106,23 +157,34 @@ class LocalStore:
             return
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
+            linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            for name in sorted([*filenames, *linked]):
                 if name.startswith("."):
                     continue
-                path = Path(dirpath) / name
-                key = path.relative_to(self.root).as_posix()
+                path = os.path.join(dirpath, name)
+                key = Path(path).relative_to(self.root).as_posix()
                 if prefix and not key.startswith(prefix):
                     continue
-                st = path.stat()
+                st, problem, kind = self._inspect(path)
+                if st is None:
+                    yield ObjectInfo(key, 0, "", problem, kind)
+                    continue
                 yield ObjectInfo(key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}")
 
     def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        if os.path.lexists(path):
+            st, problem, _ = self._inspect(str(path))
+            if st is None:
+                raise StorageError(f"{self.uri(key)}: {problem}")
         try:
-            return self._path(key).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             raise StorageError(f"{self.uri(key)}: not found") from None
         except IsADirectoryError:
             raise StorageError(f"{self.uri(key)}: is a folder, not a file") from None
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: {exc.strerror or exc}") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         write_bytes(self._path(key), data)
@@ -168,7 +230,8 @@ class S3Store:
         self.client = client if client is not None else s3_client()
 
     def uri(self, key: str = "") -> str:
-        full = self._key(key) if key else self.prefix
+        """``s3://bucket/prefix/key`` (for messages and manifests: any key, even unsafe)."""
+        full = (f"{self.prefix}/{key}" if self.prefix else key) if key else self.prefix
         return f"s3://{self.bucket}/{full}" if full else f"s3://{self.bucket}"
 
     def _key(self, key: str) -> str:
@@ -198,7 +261,12 @@ class S3Store:
                     key = obj["Key"][strip:]
                     if not key or key.endswith("/"):
                         continue  # folder markers
-                    yield ObjectInfo(key, int(obj["Size"]), str(obj["ETag"]).strip('"'))
+                    etag = str(obj["ETag"]).strip('"')
+                    if unsafe_key(key):
+                        problem = "key is not a plain relative path ('..', '.', '' or a '/')"
+                        yield ObjectInfo(key, int(obj["Size"]), etag, problem, "unsafe_key")
+                        continue
+                    yield ObjectInfo(key, int(obj["Size"]), etag)
         except Exception as exc:
             raise self._error(exc, prefix) from exc
 

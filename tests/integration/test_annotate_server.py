@@ -18,6 +18,7 @@ import http.client
 import json
 import random
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -37,7 +38,7 @@ from PIL import Image
 from mentoring.annotate.db import LEASE_AHEAD, AnnotationDB
 from mentoring.feedback.schema import FeedbackFile, TaskArea, dump
 from tests.factories import area, make_tasks
-from tests.servers import StartedServer, annotate_server, aws_client_kwargs
+from tests.servers import ServerStartError, StartedServer, annotate_server, aws_client_kwargs
 
 pytestmark = pytest.mark.network
 
@@ -164,7 +165,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Hostile:
 @pytest.fixture(scope="module")
 def secured(hostile: Hostile) -> Iterator[StartedServer]:
     """A server with a token, on the hostile task set."""
-    with annotate_server(hostile.tasks, hostile.root / "annotate/secured.sqlite", token=TOKEN) as s:
+    db = hostile.root / "annotate/secured.sqlite"
+    args = ("--allow-missing-images",)  # img-link, img-up, img-abs and img-txt cannot be read
+    with annotate_server(hostile.tasks, db, token=TOKEN, args=args) as s:
         yield s
 
 
@@ -225,7 +228,96 @@ def test_a_foreign_host_header_is_refused(secured: StartedServer) -> None:
     op = Operator(secured.url, "op-host", TOKEN)
     status, body = op.raw_get("/api/status", {"Host": "rebound.example.com:8000"})
     assert status == 400 and b"Host" in body
-    assert op.raw_get("/api/status", {"Host": "localhost"})[0] == 200
+    port = urlparse(secured.url).port
+    assert op.raw_get("/api/status", {"Host": f"localhost:{port}"})[0] == 200
+    # the right name on another port (another local service's page), or no port (80): refused
+    status, body = op.raw_get("/api/status", {"Host": f"localhost:{port + 1}"})
+    assert status == 400 and b"port" in body
+    assert op.raw_get("/api/status", {"Host": "localhost"})[0] == 400
+    assert op.raw_get("/api/status", {"Host": f"127.0.0.1:{port}x"})[0] == 400
+
+
+def test_a_cookie_saved_before_logout_is_refused(secured: StartedServer) -> None:
+    op = Operator(secured.url, "op-revoke", TOKEN)
+    saved = op.http.cookies["mentoring_session"]
+    assert op.http.get(secured.url + "/api/status", timeout=30).status_code == 200
+    op.api("/logout")
+    replay = requests.Session()
+    replay.cookies.set("mentoring_session", saved)
+    res = replay.get(secured.url + "/api/status", timeout=30)
+    assert res.status_code == 401 and "session ended" in res.json()["error"]
+    page = replay.get(secured.url + "/", allow_redirects=False, timeout=30)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+
+
+def test_missing_images_are_shown_missing_and_refuse_answers(
+    secured: StartedServer, hostile: Hostile
+) -> None:
+    op = Operator(secured.url, "op-missing", TOKEN)
+    state = op.http.get(secured.url + "/api/images/img-up", timeout=30).json()
+    assert state["missing"] is True
+    assert op.http.get(secured.url + "/api/images/img-ok", timeout=30).json()["missing"] is False
+    for path, extra in (
+        ("/api/healthy", {}),
+        ("/api/done", {}),
+        ("/api/drawn", {"class": "scratch", "bbox": [0, 0, 8, 8]}),
+    ):
+        body = {"request_id": _request_id(), "image_id": "img-up", **extra}
+        res = op.post(path, body)
+        assert res.status_code == 409, (path, res.text)
+        assert "missing on the server" in res.json()["error"] and "img-up" in res.json()["error"]
+    assert op.raw_get("/image/img-link")[0] == 404
+    assert "image 'img-link' not served (404)" in secured.log_tail()
+    op.api("/logout")
+
+
+def test_serve_refuses_to_start_with_missing_images(hostile: Hostile, tmp_path: Path) -> None:
+    with pytest.raises(ServerStartError) as err:
+        with annotate_server(hostile.tasks, tmp_path / "refused.sqlite", attempts=1):
+            pass
+    message = str(err.value)
+    assert "4 of 6 images cannot be read" in message and "--allow-missing-images" in message
+    assert "'img-up'" in message
+
+
+def test_sessions_expire_and_wrong_tokens_are_throttled(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    tasks = _random_tasks(root, 2, seed=5)
+    args = ("--session-hours", "0.0005", "--max-login-failures", "3", "--login-window-s", "3")
+    args += ("--header-timeout-s", "1")
+    with annotate_server(tasks, root / "annotate/limits.sqlite", token=TOKEN, args=args) as srv:
+        # a session ends after its lifetime (1.8 s here)
+        op = Operator(srv.url, "op-expire", TOKEN)
+        assert op.http.get(srv.url + "/api/status", timeout=30).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            res = op.http.get(srv.url + "/api/status", timeout=30)
+            if res.status_code != 200:
+                break
+            time.sleep(0.2)
+        assert res.status_code == 401  # the cookie's age and the server's row both ended it
+        # wrong tokens: three are answered 401, then the address gets 429, the right token too
+        guesser = Operator(srv.url, "op-guess", "wrong-token-number-0")
+        assert guesser.login("wrong-token-number-1").status_code == 401
+        assert guesser.login("wrong-token-number-2").status_code == 401
+        res = guesser.login(TOKEN)
+        assert res.status_code == 429 and int(res.headers["Retry-After"]) >= 1
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert requests.get(srv.url + "/api/status", headers=bearer, timeout=30).status_code == 429
+        # once the window has passed, the right token works again
+        deadline = time.monotonic() + 30
+        while guesser.login(TOKEN).status_code == 429 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert guesser.http.get(srv.url + "/api/status", timeout=30).status_code == 200
+        # a client that never finishes its headers is dropped (well before 20 s)
+        parsed = urlparse(srv.url)
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=20) as sock:
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            try:
+                closed = sock.recv(1024) == b""
+            except ConnectionResetError:
+                closed = True
+        assert closed  # no timeout: the server closed it
 
 
 @pytest.mark.parametrize(
@@ -657,6 +749,7 @@ def test_images_from_an_s3_data_root(tmp_path: Path, s3_endpoint: str) -> None:
     path.parent.mkdir(parents=True)
     path.write_text(dump(tasks))
     args = ("--data-root", "s3://annotate-plant/line-3", "--endpoint-url", s3_endpoint)
+    args += ("--allow-missing-images",)  # img-up climbs out of the data root
     args += ("--out", str(tmp_path / "feedback.json"))
     with annotate_server(path, tmp_path / "s3.sqlite", args=args) as server:
         op = Operator(server.url, "op-s3")

@@ -43,7 +43,11 @@ def test_a_compiled_training_trains_the_eager_model(tmp_path: Path) -> None:
         )
     (h0, w0), (h1, w1) = out[False], out[True]
     assert w0.keys() == w1.keys()  # the model file is the eager module's
-    assert h1[0]["loss"] == pytest.approx(h0[0]["loss"], rel=1e-4)
+    # inductor's fused kernels sum the loss and the gradients in another order than eager:
+    # the rounding of each float32 mean of n terms is up to n*u (u = 6e-8; n = 49152 for a
+    # tiny batch), typically sqrt(n)*u = 1.3e-5, amplified by Adam's first steps; see
+    # tests/integration/test_ddp.py for the same bound (2 processes against 1)
+    assert h1[0]["loss"] == pytest.approx(h0[0]["loss"], rel=1e-3)
     assert h1[-1]["loss"] == pytest.approx(h0[-1]["loss"], rel=1e-2)
     for k in w0:
         assert torch.allclose(w0[k].float(), w1[k].float(), atol=2e-2), k

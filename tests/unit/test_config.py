@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,130 @@ def test_line_dvc_path_must_stay_inside_the_repo(path: str) -> None:
 def test_line_dvc_unknown_key_is_named() -> None:
     with pytest.raises(ConfigError, match=r"\[line\] unknown key 'dvc\.branch'"):
         parse_params({"line": {"source": "dvc", "dvc": {"repo": "x", "branch": "main"}}})
+
+
+# strict types: a boolean is never a number, a number never a boolean, no inf/nan ---------------
+
+
+def _leaves(node: object, path: tuple[str | int, ...] = ()) -> list[tuple[tuple, object]]:
+    """(path, value) of every scalar of a dumped params tree (lists: by index)."""
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in _leaves(v, (*path, k))]
+    if isinstance(node, list):
+        return [leaf for i, v in enumerate(node) for leaf in _leaves(v, (*path, i))]
+    return [(path, node)]
+
+
+def _with(data: dict, path: tuple, value: object) -> dict:
+    import copy
+
+    data = copy.deepcopy(data)
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return data
+
+
+def _numbers_and_switches() -> list[tuple[tuple, object]]:
+    defaults = Params().model_dump(mode="json")
+    return [(p, v) for p, v in _leaves(defaults) if isinstance(v, bool | int | float)]
+
+
+def test_every_number_refuses_a_boolean_and_every_switch_a_number() -> None:
+    """Every int, float and bool field of every section (in the defaults' tree: tuples, dicts
+    and profiles included): lax pydantic took True for 1 and 1 for True."""
+    defaults = Params().model_dump(mode="json")
+    leaves = _numbers_and_switches()
+    assert len(leaves) > 80  # the walk reached the nested sections
+    accepted = []
+    for path, value in leaves:
+        wrong = 1 if isinstance(value, bool) else True
+        try:
+            parse_params(_with(defaults, path, wrong))
+        except ConfigError as exc:
+            assert f"[{path[0]}]" in str(exc), (path, str(exc))
+        else:
+            accepted.append(".".join(map(str, path)))
+    assert accepted == []
+
+
+def test_every_float_refuses_inf_and_nan() -> None:
+    defaults = Params().model_dump(mode="json")
+    accepted = []
+    for path, value in _numbers_and_switches():
+        if isinstance(value, bool) or not isinstance(value, float):
+            continue
+        for bad in (float("inf"), float("-inf"), float("nan")):
+            try:
+                parse_params(_with(defaults, path, bad))
+            except ConfigError:
+                continue
+            accepted.append((".".join(map(str, path)), bad))
+    assert accepted == []
+
+
+def test_epochs_yes_in_the_file_is_refused_naming_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train_baseline:\n  epochs: yes\n")  # YAML 1.1: yes is True
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    msg = str(exc.value)
+    assert str(path) in msg
+    assert "[train_baseline] epochs" in msg
+    assert "YAML reads yes/no/on/off/true/false as booleans" in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("train_baseline:\n  lr: true\n", "[train_baseline] lr"),
+        ("train:\n  lambda_w: on\n", "[train] lambda_w"),
+        ("line:\n  channels: yes\n", "[line] channels"),
+        ("mine:\n  budget: yes\n", "[mine] budget"),
+        ("line:\n  setups:\n    original:\n      gain: [yes, 1.0]\n", "[line] setups.original"),
+    ],
+)
+def test_booleans_for_numbers_are_refused(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        load_params(path)
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", "true"])
+def test_a_switch_refuses_a_number_or_a_string(value: object) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"train_baseline": {"augment": value}})
+    assert "[train_baseline] augment" in str(exc.value)
+    assert "write true or false" in str(exc.value)
+
+
+def test_overrides_keep_their_yaml_types(tmp_path: Path) -> None:
+    """``-S`` values are read as YAML: numbers, ``1e-3`` (a string in YAML 1.1, a float for
+    pydantic), booleans; an infinite rate or a boolean epoch count is refused."""
+    from mentoring.config import parse_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    sets = ["train_baseline.lr=1e-3", "train_baseline.epochs=3", "base.compile=true"]
+    params = load_params(path, parse_overrides(sets))
+    assert params.train_baseline.lr == pytest.approx(1e-3)  # parsed from the string "1e-3"
+    assert params.train_baseline.epochs == 3
+    assert params.base.compile is True
+    assert load_params(path, parse_overrides(["train.lr=1"])).train.lr == 1.0  # int for a float
+    for bad, where in [
+        ("train_baseline.lr=inf", "[train_baseline] lr"),
+        ("train_baseline.lr=.nan", "[train_baseline] lr"),
+        ("train_baseline.epochs=yes", "[train_baseline] epochs"),
+        ("base.compile=1", "[base] compile"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(where)):
+            load_params(path, parse_overrides([bad]))
+
+
+def test_an_integral_float_is_an_int_as_pipeline_parameters_send_it() -> None:
+    """A Kubeflow pipeline parameter is a protobuf Struct: its numbers are doubles."""
+    assert parse_params({"train_baseline": {"epochs": 3.0}}).train_baseline.epochs == 3
+    with pytest.raises(ConfigError, match=r"\[train_baseline\] epochs"):
+        parse_params({"train_baseline": {"epochs": 3.5}})

@@ -193,12 +193,6 @@ BROKEN_MANIFESTS = {
         "orig_width",
         ["0 (image_id=new-pool-000005)", "width is > 0"],
     ),
-    "same content twice in a split": (
-        _same_content_twice_in_a_split,
-        "expect_compound_columns_to_be_unique",
-        "domain, split, sha256",
-        ["2 of 16 rows unexpected", "image_id=new-pool-000006", "image_id=new-pool-000007"],
-    ),
     "unknown class": (
         _set(1, "defect_classes", "crack,blob"),
         "expect_column_values_to_be_in_set",
@@ -456,6 +450,22 @@ def test_same_source_content_under_two_keys_is_a_warning(
     assert saved["success"] is True and saved["n_warnings"] == 1
 
 
+def test_the_same_content_twice_in_a_split_is_a_warning_not_a_failure(
+    params: Params, good_manifest: pd.DataFrame
+) -> None:
+    """An exact copy under two names (or two identical blank tiles) is kept, with a warning:
+    as a failure it blocked validate and every later ingest of the split (issue 23, item 4)."""
+    df = good_manifest.copy()
+    _same_content_twice_in_a_split(df)
+    result = check_manifest(params, df)
+    assert result.success and result.failures == [], result.report()
+    (warning,) = result.warnings
+    assert warning.expectation == "expect_compound_columns_to_be_unique"
+    assert warning.column == "domain, split, sha256"
+    for text in ("2 of 16 rows unexpected", "image_id=new-pool-000006", "image_id=new-pool-000007"):
+        assert text in warning.description, warning.description
+
+
 def test_pieces_of_one_source_are_not_duplicates(
     params: Params, good_manifest: pd.DataFrame
 ) -> None:
@@ -505,12 +515,6 @@ BROKEN_BATCHES = {
         "image_id",
         ["'original-train-000000' (path=line/original/train/images/original-train-000000.png)"],
     ),
-    "content already in its split": (
-        _set(1, "sha256", f"{12:064x}"),  # the sha256 of new-pool-000004, not in the batch
-        "expect_compound_columns_to_be_unique",
-        "domain, split, sha256",
-        ["image_id=new-pool-000001", "image_id=new-pool-000004"],
-    ),
     "not fitted to image_size": (
         _set(2, "width", 640),
         "expect_column_values_to_be_in_set",
@@ -544,6 +548,20 @@ def test_broken_batch_reports_the_offending_values(
     (failure,) = result.failures
     for text in texts:
         assert text in failure.description, failure.description
+
+
+def test_a_batch_with_content_already_in_its_split_passes_with_a_warning(
+    params: Params, good_manifest: pd.DataFrame
+) -> None:
+    """Every later ingest of the split would fail on the manifest's own copy otherwise."""
+    batch, before = _batch(good_manifest)
+    _set(1, "sha256", f"{12:064x}")(batch)  # the sha256 of new-pool-000004, not in the batch
+    result = check_batch(params, batch, before)
+    assert result.success, result.report()
+    (warning,) = result.warnings
+    assert warning.column == "domain, split, sha256"
+    assert "image_id=new-pool-000001" in warning.description
+    assert "image_id=new-pool-000004" in warning.description
 
 
 # -- metrics ----------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -146,6 +147,14 @@ _DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS events_image ON events(image_id, id)",
     "CREATE INDEX IF NOT EXISTS events_operator ON events(operator, undone, id)",
+    # logged-in sessions, by the sha256 of their id (the id itself is only in the cookie):
+    # logout deletes the row, so a cookie saved before it no longer works
+    """CREATE TABLE IF NOT EXISTS sessions (
+        sid_sha256 TEXT PRIMARY KEY,
+        operator TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
 )
 
 
@@ -581,6 +590,45 @@ class AnnotationDB:
         assert value is not None
         return value
 
+    # -- sessions ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sid_hash(sid: str) -> str:
+        return hashlib.sha256(sid.encode()).hexdigest()
+
+    def open_session(self, operator: str, lifetime_s: float) -> str:
+        """Start a login session of ``operator`` that ends after ``lifetime_s`` seconds; its new
+        random id (for the cookie). Sessions that ended are purged here."""
+        if lifetime_s <= 0:
+            raise ValueError(f"lifetime_s must be > 0, got {lifetime_s}")
+        sid = secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._write() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?)",
+                (self._sid_hash(sid), operator, now, now + lifetime_s),
+            )
+        return sid
+
+    def session_operator(self, sid: str) -> str | None:
+        """The operator of a live session (not logged out, not expired), else None."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT operator FROM sessions WHERE sid_sha256 = ? AND expires_at > ?",
+                (self._sid_hash(sid), self.clock()),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row["operator"])
+
+    def end_session(self, sid: str) -> bool:
+        """Revoke a session (logout); whether it was live."""
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM sessions WHERE sid_sha256 = ?", (self._sid_hash(sid),))
+            return cur.rowcount > 0
+
     def image_path(self, image_id: str) -> str:
         """The task's path of an image (relative to the data root, or an s3:// URI).
 
@@ -595,6 +643,11 @@ class AnnotationDB:
         if row is None:
             raise NotFound(f"unknown image {image_id!r}")
         return str(row["path"])
+
+    def image_paths(self) -> list[tuple[str, str]]:
+        """Every image of the task set as (image id, task path), in task order."""
+        rows = self._conn().execute("SELECT image_id, path FROM images ORDER BY idx").fetchall()
+        return [(str(r["image_id"]), str(r["path"])) for r in rows]
 
     # -- state ---------------------------------------------------------------------------------
 

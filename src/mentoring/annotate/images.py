@@ -14,8 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from mentoring.storage import LocalStore, S3Store, StorageError, is_s3, open_store, split_s3_uri
 
@@ -93,3 +95,41 @@ class ImageSource:
             return target.read_bytes(), media
         except (StorageError, OSError) as exc:
             raise ImageNotFound(f"{path!r}: {exc}") from None
+
+    def problem(self, path: str) -> str | None:
+        """Why the image at a task's ``path`` cannot be served, or None when it can (checked
+        without reading it: the file exists, is readable and is inside the data root; for S3,
+        the object exists). ``serve`` checks every task's image with it at start."""
+        try:
+            self._media_type(path)
+            if is_s3(path):
+                bucket, key = split_s3_uri(path)
+                found = self._store(f"s3://{bucket}").exists(self._relative(key))
+                return None if found else f"{path}: no such object"
+            key = self._relative(path)
+            if self._local_root is None:
+                found = self._store(self.root).exists(key)
+                return None if found else f"{self.root.rstrip('/')}/{key}: no such object"
+            target = (self._local_root / key).resolve()
+            if not target.is_relative_to(self._local_root):
+                return f"{path}: resolves to {target}, outside {self._local_root}"
+            if not target.is_file():
+                return f"{target}: no such file"
+            if not os.access(target, os.R_OK):
+                return f"{target}: not readable"
+            return None
+        except ImageNotFound as exc:
+            return str(exc)
+        except (StorageError, OSError) as exc:
+            return f"{path}: {exc}"
+
+
+def missing_images(db: Any, source: ImageSource) -> dict[str, str]:
+    """Image id -> why its image cannot be read, for every task of ``db`` (an
+    :class:`~mentoring.annotate.db.AnnotationDB`) whose image ``source`` cannot serve."""
+    out: dict[str, str] = {}
+    for image_id, path in db.image_paths():
+        why = source.problem(path)
+        if why is not None:
+            out[image_id] = why
+    return out

@@ -63,7 +63,22 @@ QUARANTINE_KINDS: dict[str, str] = {
     "duplicate_id": "another file gives the same image id",
     "bad_sidecar": "the sidecar JSON cannot be read",
     "fetch_failed": "the object could not be read from the store after retries",
+    "too_large": "more pixels than Pillow's decompression-bomb limit",
+    "bad_link": "a symbolic link that is dangling, or leads out of the source or to a folder",
+    "not_a_file": "not a regular file (a FIFO, a socket, a device)",
+    "unsafe_key": "an S3 key with '..', '.', an empty segment or a leading '/'",
+    "bad_name": "a name with control characters, or too long for a file name once flattened",
+    "unexpected_error": "anything else that went wrong with this one object (type and message)",
 }
+
+#: kinds whose cause can go away: looked at again on every later run until they succeed (a
+#: failed fetch and an unexpected error are fetched again; a missing mask or image is paired
+#: again as soon as it arrives). While one is left, ``mentoring ingest`` exits 3.
+RETRIED_KINDS: frozenset[str] = frozenset(
+    {"fetch_failed", "unexpected_error", "image_without_mask", "mask_without_image"}
+)
+#: retried kinds whose objects are fetched again on every run (the others wait for a change)
+REFETCHED_KINDS: frozenset[str] = frozenset({"fetch_failed", "unexpected_error"})
 
 
 class BadFile(ValueError):
@@ -86,7 +101,9 @@ def _open(data: bytes, name: str, what: str) -> Image.Image:
     except UnidentifiedImageError:
         reason = f"{name}: not an image ({what} format not recognised)"
         raise BadFile("not_an_image", reason) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadFile("too_large", f"{name}: {what} too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise BadFile("corrupt", f"{name}: cannot read {what} header ({exc})") from None
     suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
     allowed = SUFFIX_FORMATS.get(suffix)
@@ -103,6 +120,8 @@ def _open(data: bytes, name: str, what: str) -> Image.Image:
         raise BadFile(kind, f"{name}: {kind} {what} ({exc})") from None
     except (SyntaxError, ValueError, EOFError) as exc:
         raise BadFile("corrupt", f"{name}: corrupt {what} ({exc})") from None
+    except MemoryError:
+        raise BadFile("too_large", f"{name}: {what} does not fit in memory") from None
     return im
 
 

@@ -43,6 +43,7 @@ import io
 import json
 import threading
 import time
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -57,6 +58,8 @@ from PIL import Image
 from mentoring.config import Params
 from mentoring.data.images import (
     IMAGE_SUFFIXES,
+    REFETCHED_KINDS,
+    RETRIED_KINDS,
     BadFile,
     decode_image,
     decode_mask,
@@ -82,6 +85,14 @@ INT_COLUMNS = (
 )
 Progress = Callable[[int, int, int], None]  # (objects done, objects listed, bytes fetched)
 
+#: the splits a batch may go to (``mentoring ingest --split``)
+KNOWN_SPLITS: tuple[str, ...] = ("pool", "train", "eval")
+#: longest stored file name: ``<image id>-r000c000.png`` within the usual 255-byte limit
+MAX_NAME_BYTES = 255
+#: a fetch that failed is tried again this many times in the same run (after a pause)
+REFETCH_PASSES = 2
+REFETCH_PAUSE_S = 0.5
+
 
 class IngestError(ValueError):
     """An ingestion that cannot run or does not reconcile; the message names the source."""
@@ -89,12 +100,26 @@ class IngestError(ValueError):
 
 @dataclass(frozen=True)
 class Quarantined:
-    """A file that could not be used: where it was, the kind (images.QUARANTINE_KINDS), why."""
+    """A file that could not be used: where it was, the kind (images.QUARANTINE_KINDS), why.
+
+    ``copy``: where its bytes were copied, relative to the data folder ("" when not copied: a
+    fetch that failed, a link or FIFO never opened, an unsafe key). ``inputs``: the image's
+    pairing when it was judged (its and its mask's and sidecar's keys and ETags): a quarantined
+    image is judged again when that changes (a mask uploaded or replaced, a new version).
+    ``attempts``: runs that quarantined it (a retried kind counts up until it succeeds).
+    """
 
     file: str
     reason: str
     kind: str = "corrupt"
     etag: str = ""
+    copy: str = ""
+    inputs: str = ""
+    attempts: int = 1
+
+    @property
+    def retried(self) -> bool:
+        return self.kind in RETRIED_KINDS
 
 
 @dataclass
@@ -109,19 +134,30 @@ class BatchReport:
     quarantined: int = 0
     already_present: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    to_retry: int = 0  # quarantined for a cause that can go away (RETRIED_KINDS): tried again
+    recovered: int = 0  # objects quarantined by an earlier run and ingested by this one
     images_stored: int = 0  # stored (model-sized) images: more than ingested with tiles
     bytes_fetched: int = 0
     resumed: int = 0  # objects taken from the journal of an interrupted run
     duplicate_content: list[list[str]] = field(default_factory=list)  # keys with equal sha256
     quarantine_kinds: dict[str, int] = field(default_factory=dict)
+    retry_kinds: dict[str, int] = field(default_factory=dict)  # what is left to retry, by kind
     seconds: float = 0.0
+    resolved: set[str] = field(default_factory=set, repr=False)  # URIs no longer quarantined
 
     def reconciles(self) -> bool:
-        total = self.ingested + self.quarantined + self.already_present + sum(self.skipped.values())
+        total = (
+            self.ingested
+            + self.quarantined
+            + self.to_retry
+            + self.already_present
+            + sum(self.skipped.values())
+        )
         return total == self.listed
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("resolved")
         d["reconciled"] = self.reconciles()
         d["images_per_s"] = self.listed / self.seconds if self.seconds > 0 else 0.0
         return d
@@ -184,6 +220,13 @@ def plan(
         base = r.rsplit("/", 1)[-1]
         if base.startswith("."):
             skipped["hidden file"] += 1
+            continue
+        if obj.problem:
+            orphans.append((obj, obj.problem_kind, f"{obj.key!r}: {obj.problem}"))
+            continue
+        if any(unicodedata.category(ch) == "Cc" for ch in obj.key):
+            reason = f"{obj.key!r}: control characters in the name (rename it)"
+            orphans.append((obj, "bad_name", reason))
             continue
         if r == "classes.json" or (r.startswith("masks/") and _suffix(r) == ".json"):
             skipped["layout metadata"] += 1
@@ -284,16 +327,53 @@ class _Context:
     policy: str
     masks_required: bool
     prefix: str = ""  # keys' common prefix, left out of the quarantine copy's path
+    min_side: int = 8  # smaller images are too_small (the model's stride)
+
+
+def _copy_path(ctx: _Context, key: str) -> str:
+    """Where the quarantine copy of ``key`` goes, relative to the data folder: the key's own
+    path, or ``_renamed/<sha of the key>-<tail>`` when that path is unusable (control
+    characters, '..', an over-long segment)."""
+    rel = key[len(ctx.prefix) :].lstrip("/") if key.startswith(ctx.prefix) else key
+    parts = rel.split("/")
+    plain = all(
+        part not in ("", ".", "..")
+        and len(part.encode()) <= MAX_NAME_BYTES
+        and not any(unicodedata.category(ch) == "Cc" for ch in part)
+        for part in parts
+    )
+    if not plain or len(rel.encode()) > 1024:
+        tail = "".join(ch for ch in parts[-1] if unicodedata.category(ch) != "Cc")[-60:]
+        rel = f"_renamed/{hashlib.sha256(key.encode()).hexdigest()[:16]}-{tail or 'object'}"
+    return (Path("quarantine") / ctx.domain / ctx.split / rel).as_posix()
 
 
 def _quarantine(
-    ctx: _Context, key: str, data: bytes | None, kind: str, reason: str, etag: str
+    ctx: _Context,
+    key: str,
+    data: bytes | None,
+    kind: str,
+    reason: str,
+    etag: str,
+    inputs: str = "",
 ) -> Quarantined:
+    copy = ""
     if data is not None:
-        rel = key[len(ctx.prefix) :].lstrip("/") if key.startswith(ctx.prefix) else key
-        dest = ctx.data_dir / "quarantine" / ctx.domain / ctx.split / rel
-        write_bytes(dest, data)
-    return Quarantined(ctx.store.uri(key), reason, kind, etag)
+        copy = _copy_path(ctx, key)
+        write_bytes(ctx.data_dir / copy, data)
+    return Quarantined(ctx.store.uri(key), reason, kind, etag, copy, inputs)
+
+
+def _inputs(item: _Item) -> str:
+    """The pairing an image was judged with: its, its mask's and its sidecar's keys and ETags."""
+    parts = [
+        f"{o.key}@{o.etag}" if o is not None else "-" for o in (item.image, item.mask, item.sidecar)
+    ]
+    return "|".join(parts)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON (only finite numbers are)")
 
 
 def _sidecar_fields(meta: dict[str, Any]) -> dict[str, str]:
@@ -344,8 +424,9 @@ def _process(ctx: _Context, item: _Item) -> _Outcome:
                 q.file == ctx.store.uri(obj.key) for q in out.quarantine
             ):
                 why = reason if obj is img_obj else f"its image {img_obj.key}: {reason}"
+                inputs = _inputs(item) if obj is img_obj else ""
                 out.quarantine.append(
-                    _quarantine(ctx, obj.key, fetched.get(obj.key), kind, why, obj.etag)
+                    _quarantine(ctx, obj.key, fetched.get(obj.key), kind, why, obj.etag, inputs)
                 )
         return out
 
@@ -358,8 +439,11 @@ def _process(ctx: _Context, item: _Item) -> _Outcome:
     except BadFile as exc:
         return reject_all(exc.kind, exc.reason)
     h, w = image.shape[:2]
-    if ctx.policy == "tile" and min(h, w) < 8:
-        return reject_all("too_small", f"{img_obj.key}: {w}x{h} is too small to tile")
+    if min(h, w) < ctx.min_side:
+        return reject_all(
+            "too_small",
+            f"{img_obj.key}: {w}x{h} is smaller than the model's stride ({ctx.min_side} pixels)",
+        )
     mask = None
     if item.mask is not None:
         mdata = get(item.mask)
@@ -382,13 +466,15 @@ def _process(ctx: _Context, item: _Item) -> _Outcome:
     meta: dict[str, Any] = {}
     if item.sidecar is not None:
         sdata = get(item.sidecar)
+        if sdata is None:
+            return reject_all("fetch_failed", f"{item.sidecar.key}: could not be read")
         try:
-            if sdata is None:
-                raise ValueError("could not be read")
-            meta = json.loads(sdata)
+            meta = json.loads(sdata, parse_constant=_refuse_constant)
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                exc = ValueError("nested deeper than the JSON parser's limit")
             # the image is fine: keep it, quarantine only the sidecar
             meta = {}
             out.quarantine.append(
@@ -449,6 +535,27 @@ def _process(ctx: _Context, item: _Item) -> _Outcome:
     return out
 
 
+def _process_safely(ctx: _Context, item: _Item) -> _Outcome:
+    """:func:`_process`, with anything unexpected about this one item quarantined (retried on
+    the next run) instead of stopping the batch."""
+    try:
+        return _process(ctx, item)
+    except Exception as exc:  # one object's failure must not stop the batch
+        why = f"{item.image.key}: {type(exc).__name__}: {exc}"
+        out = _Outcome(item.image.key, item.image.etag, "quarantined", 0)
+        for obj in (item.image, item.mask, item.sidecar):
+            if obj is not None:
+                out.objects += 1
+                reason = why if obj is item.image else f"its image {why}"
+                inputs = _inputs(item) if obj is item.image else ""
+                out.quarantine.append(
+                    Quarantined(
+                        ctx.store.uri(obj.key), reason, "unexpected_error", obj.etag, "", inputs
+                    )
+                )
+        return out
+
+
 def _bounded(
     pool: ThreadPoolExecutor, fn: Callable[[_Item], _Outcome], items: list[_Item], window: int
 ) -> Iterator[_Outcome]:
@@ -465,6 +572,19 @@ def _bounded(
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         for f in done:
             yield f.result()
+
+
+def _read_quarantine(report_path: Path) -> list[dict[str, Any]]:
+    """The quarantine report's entries ([] when there is none yet)."""
+    if not report_path.exists():
+        return []
+    try:
+        entries = json.loads(report_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IngestError(f"{report_path}: not a quarantine report ({exc})") from None
+    if not isinstance(entries, list):
+        raise IngestError(f"{report_path}: not a quarantine report (a JSON list)")
+    return entries
 
 
 def ingest_split(
@@ -485,7 +605,13 @@ def ingest_split(
     ``existing`` is the manifest so far (rows of earlier runs): their objects are not fetched
     again. ``listed``: the store's listing when the caller already has it (a line's four
     splits share one listing instead of listing S3 again per split). Returns (report, new
-    manifest rows, quarantined files of this run).
+    manifest rows, quarantined files of this run); ``report.resolved`` holds the URIs an
+    earlier run quarantined that are now ingested (:func:`finish` drops them from the report).
+
+    What an earlier run quarantined is judged again when its kind is retried
+    (:data:`~mentoring.data.images.RETRIED_KINDS`: a failed fetch is fetched again, a missing
+    mask or image paired again) or when its pairing changed (a mask uploaded or replaced);
+    otherwise it is counted as quarantined without being fetched.
     """
     start = time.perf_counter()
     report = BatchReport(store.uri(prefix), domain, split)
@@ -509,6 +635,7 @@ def ingest_split(
         params.line.resize,
         masks_required,
         prefix.rstrip("/") + "/" if prefix else "",
+        params.model.stride,
     )
     # what earlier runs already did: ingested (by source URI) and quarantined (by URI + etag)
     existing = with_optional_columns(existing)
@@ -516,9 +643,7 @@ def ingest_split(
     known_etag = dict(zip(known["source_uri"], known["etag"], strict=True))
     known_sha = dict(zip(known["source_uri"], known["source_sha256"], strict=True))
     known_ids = set(existing["image_id"])
-    report_path = data_dir / "quarantine" / "report.json"
-    old_quarantine = json.loads(report_path.read_text()) if report_path.exists() else []
-    quarantined_before = {(q["file"], q.get("etag", "")) for q in old_quarantine}
+    before = {q["file"]: q for q in _read_quarantine(data_dir / "quarantine" / "report.json")}
 
     journal = _Journal(
         data_dir
@@ -538,17 +663,47 @@ def ingest_split(
         if progress:
             progress(done, report.listed, report.bytes_fetched)
 
+    def still(uri: str, etag: str, kind: str | None = None, inputs: str | None = None) -> bool:
+        """True when an earlier run's verdict on ``uri`` still holds: same ETag (and kind and
+        pairing where given), and not a kind that is fetched again on every run."""
+        q = before.get(uri)
+        return (
+            q is not None
+            and q.get("etag", "") == etag
+            and q.get("kind") not in REFETCHED_KINDS
+            and (kind is None or q.get("kind") == kind)
+            and (inputs is None or q.get("inputs", "") == inputs)
+        )
+
+    def count_held(uri: str, n: int) -> None:
+        kind = before[uri].get("kind", "")
+        if kind in RETRIED_KINDS:
+            report.to_retry += n
+            report.retry_kinds[kind] = report.retry_kinds.get(kind, 0) + n
+        else:
+            report.quarantined += n
+        tick(n)
+
+    def fetch(obj: ObjectInfo) -> bytes | Quarantined:
+        try:
+            return store.read_bytes(obj.key)
+        except StorageError as exc:
+            return Quarantined(store.uri(obj.key), f"{exc}", "fetch_failed", obj.etag)
+
     tick(sum(skipped.values()))
     for obj, kind, reason in orphans:
         uri = store.uri(obj.key)
-        if (uri, obj.etag) in quarantined_before:
-            report.quarantined += 1
+        if still(uri, obj.etag, kind):
+            count_held(uri, 1)  # the same object, still unpaired or still unusable
+            continue
+        data = None if obj.problem else fetch(obj)
+        if isinstance(data, Quarantined):
+            q = data
         else:
-            data = store.read_bytes(obj.key)
-            bad.append(_quarantine(ctx, obj.key, data, kind, reason, obj.etag))
-            report.quarantined += 1
-            tick(0, len(data))
-        tick(1)
+            q = _quarantine(ctx, obj.key, data, kind, reason, obj.etag)
+        outcome = _Outcome(obj.key, obj.etag, "quarantined", 1, [], [q])
+        _account(report, outcome, rows, bad, sha_keys)
+        tick(1, len(data) if isinstance(data, bytes) else 0)
 
     todo: list[_Item] = []
     ids_seen: dict[str, str] = {}
@@ -559,19 +714,33 @@ def ingest_split(
             if known_etag[uri] != item.image.etag:
                 # a new ETag (re-upload, multipart copy...): the same bytes are already present;
                 # new content under an ingested key is skipped, the first version stays
-                data = store.read_bytes(item.image.key)
+                data = fetch(item.image)
+                if isinstance(data, Quarantined):
+                    outcome = _Outcome(item.image.key, item.image.etag, "quarantined", 1)
+                    outcome.quarantine.append(data)
+                    _account(report, outcome, rows, bad, sha_keys)
+                    report.already_present += n_obj - 1
+                    tick(n_obj)
+                    continue
                 tick(0, len(data))
                 if hashlib.sha256(data).hexdigest() != known_sha.get(uri):
                     reason = "content changed after ingestion (the first version is kept)"
                     report.skipped[reason] = report.skipped.get(reason, 0) + n_obj
                     tick(n_obj)
                     continue
-            report.already_present += n_obj
-            tick(n_obj)
+            # a sidecar quarantined beside its ingested image is still quarantined
+            held = [
+                o
+                for o in (item.mask, item.sidecar)
+                if o is not None and still(store.uri(o.key), o.etag)
+            ]
+            for o in held:
+                count_held(store.uri(o.key), 1)
+            report.already_present += n_obj - len(held)
+            tick(n_obj - len(held))
             continue
-        if (uri, item.image.etag) in quarantined_before:
-            report.quarantined += n_obj
-            tick(n_obj)
+        if still(uri, item.image.etag, inputs=_inputs(item)):
+            count_held(uri, n_obj)
             continue
         entry = journal.done.get(item.image.key)
         if entry is not None and entry["etag"] == item.image.etag:
@@ -586,34 +755,69 @@ def ingest_split(
                 entry["source_sha256"],
             )
             _account(report, outcome, rows, bad, sha_keys)
+            _resolve(report, outcome, item, store, before)
             tick(outcome.objects)
             continue
         image_id = image_id_of(domain, split, item.name)
-        clash = ids_seen.get(image_id) or (image_id if image_id in known_ids else None)
-        if clash is not None:
-            data = store.read_bytes(item.image.key)
-            q = _quarantine(
-                ctx,
-                item.image.key,
-                data,
-                "duplicate_id",
-                f"{item.image.key}: image id {image_id} is already taken by "
-                f"{clash if clash != image_id else 'an earlier ingestion'}",
-                item.image.etag,
+        problem = ""
+        if len(f"{image_id}-r000c000.png".encode()) > MAX_NAME_BYTES:
+            problem = (
+                f"{item.image.key!r}: its image id would be {len(image_id.encode())} bytes long, "
+                f"too long for a file name ({MAX_NAME_BYTES} bytes with its suffix): shorten "
+                "the folders or the name"
             )
+            kind = "bad_name"
+        clash = ids_seen.get(image_id) or (image_id if image_id in known_ids else None)
+        if clash is not None and not problem:
+            problem = (
+                f"{item.image.key}: image id {image_id} is already taken by "
+                f"{clash if clash != image_id else 'an earlier ingestion'}"
+            )
+            kind = "duplicate_id"
+        if problem:
+            data = fetch(item.image)
+            if isinstance(data, Quarantined):
+                q = data
+            else:
+                q = _quarantine(ctx, item.image.key, data, kind, problem, item.image.etag)
+            # a clash only concerns the image: its mask and sidecar are counted with it
             outcome = _Outcome(item.image.key, item.image.etag, "quarantined", 1, [], [q])
+            for part in (item.mask, item.sidecar):
+                if part is not None:
+                    why = f"its image {problem}"
+                    outcome.objects += 1
+                    outcome.quarantine.append(
+                        Quarantined(store.uri(part.key), why, q.kind, part.etag)
+                    )
             journal.add(outcome)
             _account(report, outcome, rows, bad, sha_keys)
-            tick(1, len(data))
+            tick(outcome.objects, len(data) if isinstance(data, bytes) else 0)
             continue
         ids_seen[image_id] = item.image.key
         todo.append(item)
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest") as pool:
-        for outcome in _bounded(pool, lambda it: _process(ctx, it), todo, 2 * concurrency):
-            journal.add(outcome)
-            _account(report, outcome, rows, bad, sha_keys)
-            tick(outcome.objects, outcome.bytes)
+    # a failed fetch is tried again in this run, after a pause; what still fails is left to
+    # retry (the next run fetches it again)
+    by_key = {item.image.key: item for item in todo}
+    for attempt in range(REFETCH_PASSES + 1):
+        again: list[_Item] = []
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest") as pool:
+            for outcome in _bounded(
+                pool, lambda it: _process_safely(ctx, it), todo, 2 * concurrency
+            ):
+                failed = any(q.kind == "fetch_failed" for q in outcome.quarantine)
+                if failed and attempt < REFETCH_PASSES:
+                    again.append(by_key[outcome.key])
+                    tick(0, outcome.bytes)
+                    continue
+                journal.add(outcome)
+                _account(report, outcome, rows, bad, sha_keys)
+                _resolve(report, outcome, by_key[outcome.key], store, before)
+                tick(outcome.objects, outcome.bytes)
+        if not again:
+            break
+        time.sleep(REFETCH_PAUSE_S * (attempt + 1))
+        todo = sorted(again, key=lambda it: it.image.key)
 
     # the same content under two keys (this run and earlier ones)
     for sha, uris in zip(known["source_sha256"], known["source_uri"], strict=True):
@@ -627,11 +831,32 @@ def ingest_split(
         journal.close(remove=False)
         raise IngestError(
             f"{report.source}: reconciliation failed: listed {report.listed} != ingested "
-            f"{report.ingested} + quarantined {report.quarantined} + already present "
-            f"{report.already_present} + skipped {sum(report.skipped.values())}"
+            f"{report.ingested} + quarantined {report.quarantined} + to retry "
+            f"{report.to_retry} + already present {report.already_present} + skipped "
+            f"{sum(report.skipped.values())}"
         )
     journal.close(remove=False)  # removed by the caller once the manifest is written
     return report, rows, bad
+
+
+def _resolve(
+    report: BatchReport,
+    outcome: _Outcome,
+    item: _Item,
+    store: LocalStore | S3Store,
+    before: dict[str, dict[str, Any]],
+) -> None:
+    """Note the objects of an ingested item that an earlier run had quarantined."""
+    if outcome.bucket != "ingested":
+        return
+    still_bad = {q.file for q in outcome.quarantine}
+    for obj in (item.image, item.mask, item.sidecar):
+        if obj is None:
+            continue
+        uri = store.uri(obj.key)
+        if uri in before and uri not in still_bad:
+            report.resolved.add(uri)
+            report.recovered += 1
 
 
 def _account(
@@ -641,16 +866,22 @@ def _account(
     bad: list[Quarantined],
     sha_keys: dict[str, list[str]],
 ) -> None:
+    # one quarantine entry per object quarantined (a bad sidecar beside an ingested image)
+    n_bad = len(outcome.quarantine)
+    for q in outcome.quarantine:
+        if q.kind in RETRIED_KINDS:
+            report.to_retry += 1
+            report.retry_kinds[q.kind] = report.retry_kinds.get(q.kind, 0) + 1
+        else:
+            report.quarantined += 1
     if outcome.bucket == "ingested":
-        # objects of this item: the image and mask count as ingested; a bad sidecar quarantined
-        n_bad_side = sum(1 for q in outcome.quarantine if q.kind == "bad_sidecar")
-        report.ingested += outcome.objects - n_bad_side
-        report.quarantined += n_bad_side
+        report.ingested += outcome.objects - n_bad
         rows.extend(outcome.rows)
         if outcome.rows:
             sha_keys[outcome.source_sha256].append(outcome.rows[0]["source_uri"])
     elif outcome.bucket == "quarantined":
-        report.quarantined += outcome.objects
+        if n_bad != outcome.objects:
+            raise AssertionError(f"{outcome.key}: {outcome.objects} objects, {n_bad} entries")
     elif outcome.bucket == "already_present":
         report.already_present += outcome.objects
     else:
@@ -669,13 +900,27 @@ def finish(
     rows: list[dict[str, Any]],
     bad: list[Quarantined],
     base: pd.DataFrame,
+    resolved: set[str] | None = None,
 ) -> pd.DataFrame:
-    """Write the manifest (``base`` + ``rows``) and the quarantine report, then drop journals."""
+    """Write the manifest (``base`` + ``rows``) and the quarantine report, then drop journals.
+
+    The report keeps one entry per file: this run's verdict replaces an earlier one (its
+    ``attempts`` counted up when the same object is quarantined again); ``resolved`` files (now
+    ingested) leave it, with their quarantine copies.
+    """
     report_path = data_dir / "quarantine" / "report.json"
-    old = json.loads(report_path.read_text()) if report_path.exists() else []
-    seen = {(q["file"], q.get("etag", "")) for q in old}
-    merged = old + [asdict(q) for q in bad if (q.file, q.etag) not in seen]
-    write_json(report_path, merged)
+    entries = {q["file"]: q for q in _read_quarantine(report_path)}
+    for q in bad:
+        entry = asdict(q)
+        old = entries.get(q.file)
+        if old is not None and old.get("etag", "") == q.etag:
+            entry["attempts"] = int(old.get("attempts", 1)) + 1
+        entry["retried"] = q.retried
+        entries[q.file] = entry
+    for uri in sorted(resolved or ()):
+        gone = entries.pop(uri, None)
+        if gone and gone.get("copy"):
+            (data_dir / gone["copy"]).unlink(missing_ok=True)
     frames = [f for f in (with_optional_columns(base), pd.DataFrame(rows)) if not f.empty]
     df = pd.concat(frames, ignore_index=True) if frames else with_optional_columns(base)
     for col in INT_COLUMNS:
@@ -684,6 +929,7 @@ def finish(
     if not dup.empty:
         raise IngestError(f"{manifest}: duplicate image ids {sorted(set(dup))[:10]}")
     write_manifest(df, manifest)
+    write_json(report_path, list(entries.values()))
     for path in journal_paths(data_dir):
         path.unlink(missing_ok=True)
     return df
@@ -726,6 +972,8 @@ def ingest_batch(
         raise IngestError(
             f"--domain {domain!r} is not a domain of line.setups ({sorted(params.line.setups)})"
         )
+    if split not in KNOWN_SPLITS:
+        raise IngestError(f"--split {split!r} is not a split of the line ({list(KNOWN_SPLITS)})")
     if masks_required is None:
         masks_required = (domain, split) != ("new", "pool")
     store = open_line_source(params, source)
@@ -746,7 +994,7 @@ def ingest_batch(
         )
     except StorageError as exc:
         raise IngestError(f"{source}: {exc}") from None
-    full = finish(data_dir, manifest, rows, bad, base)
+    full = finish(data_dir, manifest, rows, bad, base, report.resolved)
     from mentoring.validation import validate_ingested
 
     checked = validate_ingested(

@@ -26,7 +26,7 @@ too small to cover any cell by the rule is reported (``drawn_without_cells``) an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ from mentoring.io import write_with
 
 #: ``line.cell_min_coverage``'s default, for callers without params (the stage passes its own)
 DEFAULT_MIN_COVERAGE: float = LineParams.model_fields["cell_min_coverage"].default
+#: how far past the import's own clock a record's timestamp may be (clock skew between the
+#: operators' stations and the importer); a later one is refused, or it would win every conflict
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -174,6 +177,8 @@ def build_partial_labels(
     tasks: MiningTasks,
     files: list[tuple[Path, FeedbackFile]],
     min_coverage: float = DEFAULT_MIN_COVERAGE,
+    now: datetime | None = None,
+    max_skew: timedelta = MAX_CLOCK_SKEW,
 ) -> tuple[PartialLabels, ImportReport]:
     """Turn validated feedback into partial labels for the images of ``tasks``.
 
@@ -182,10 +187,14 @@ def build_partial_labels(
         files: (path, parsed file) pairs, as :func:`load_feedback_files` returns them.
         min_coverage: the fraction of a cell a drawn box must cover to confirm it
             (``line.cell_min_coverage``).
+        now: the import's time (default: the clock's, in UTC); a record dated after
+            ``now + max_skew`` is refused.
+        max_skew: the clock skew tolerated between the operators' stations and the importer.
 
     Raises:
-        FeedbackError: listing every unknown image id, area id and class, and every invalid drawn
-            area (with its image id and area id), with their file.
+        FeedbackError: listing every unknown image id, area id and class, every invalid drawn
+            area (with its image id and area id) and every record dated in the future (with its
+            index in the file and its image id), with their file.
     """
     classes = list(tasks.classes)
     images = {im.image_id: im for im in tasks.images}
@@ -199,8 +208,16 @@ def build_partial_labels(
     mined = {im.image_id: {a.area_id for a in im.areas} for im in tasks.images}
     report = ImportReport()
     seen: set[tuple[object, ...]] = set()
+    latest = (now or datetime.now(UTC)) + max_skew
     for path, fb in files:
-        for item in fb.items:
+        for index, item in enumerate(fb.items):
+            if item.timestamp > latest:
+                bad.append(
+                    f"{path.name}: item {index} (image {item.image_id!r}, operator "
+                    f"{item.operator!r}): timestamp {item.timestamp.isoformat()} is after the "
+                    f"import time plus {max_skew} of clock skew ({latest.isoformat()})"
+                )
+                continue
             if item.image_id not in images:
                 bad.append(f"{path.name}: unknown image {item.image_id!r}")
                 continue

@@ -38,8 +38,9 @@ that predate it; any front end (Label Studio, the web interface) writes the same
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    field_validator,
     model_serializer,
 )
 
@@ -122,6 +124,14 @@ class ImageFeedback(_Strict):
     areas: list[AreaVerdict] = Field(default_factory=list)
     drawn: list[DrawnArea] = Field(default_factory=list)  # new areas around missed defects
 
+    @field_validator("timestamp")
+    @classmethod
+    def _naive_is_utc(cls, ts: datetime) -> datetime:
+        # a timestamp without an offset is read as UTC: every writer of feedback here (the web
+        # interface, Label Studio's updated_at, the simulated operator) writes UTC, and naive and
+        # aware timestamps cannot be compared, so a naive one would crash conflict resolution
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
     @model_serializer(mode="wrap")
     def _without_empty_drawn(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         # no drawn area: the item is written as before the field existed (older readers forbid
@@ -138,17 +148,43 @@ class FeedbackFile(_Strict):
     items: list[ImageFeedback]
 
 
+def _where(data: object, loc: tuple[int | str, ...]) -> str:
+    """An error's location, with the id of the record it is in (``items.3 (image 'x')...``)."""
+    text = ".".join(str(p) for p in loc)
+    if len(loc) >= 2 and isinstance(data, dict) and isinstance(loc[1], int):
+        records = data.get(str(loc[0]))
+        record = records[loc[1]] if isinstance(records, list) and loc[1] < len(records) else None
+        if isinstance(record, dict):
+            rid = record.get("image_id")
+            if rid is not None:
+                text += f" (image {rid!r})"
+    return text
+
+
 def _read(path: Path, model: type[BaseModel]) -> BaseModel:
     try:
-        data = json.loads(Path(path).read_text())
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise FeedbackError(f"{path}: file not found") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise FeedbackError(
+            f"{path}: not UTF-8 text (byte offset {exc.start}, line {line}: {exc.reason})"
+        ) from None
     except json.JSONDecodeError as exc:
         raise FeedbackError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        # json's parser recurses once per nested array/object: nesting this deep is no feedback
+        raise FeedbackError(
+            f"{path}: not valid feedback JSON (nested deeper than the parser's recursion "
+            f"limit, {sys.getrecursionlimit()})"
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
+        lines = [f"{_where(data, e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
         more = f"\n  ... {exc.error_count() - 10} more" if exc.error_count() > 10 else ""
         raise FeedbackError(
             f"{path}: invalid {model.__name__}:\n  " + "\n  ".join(lines) + more

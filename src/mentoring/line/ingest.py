@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mentoring.config import Params
+from mentoring.data.images import REFETCHED_KINDS
 from mentoring.data.ingest import (
     BatchReport,
     IngestError,
@@ -133,5 +134,14 @@ def ingest_line(
                 f"{source}: no usable image in {domain}/{split} ({report.quarantined} "
                 f"quarantined, see {data_dir / 'quarantine' / 'report.json'})"
             )
+    unread = [b for b in bad if b.kind in REFETCHED_KINDS]
+    if unread:
+        write_json(data_dir / "quarantine" / "report.json", [asdict(b) for b in bad])
+        raise IngestError(
+            f"{source}: {len(unread)} object(s) could not be read even after retries (first: "
+            f"{unread[0].reason}); the line would be incomplete, so nothing is written. Run "
+            "the stage again once the store answers (see "
+            f"{data_dir / 'quarantine' / 'report.json'})"
+        )
     finish(data_dir, manifest, rows, bad, base)
     return manifest, bad, reports

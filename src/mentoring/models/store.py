@@ -28,6 +28,13 @@ def save_model(
     write_with(path, lambda tmp: torch.save(blob, tmp))
 
 
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of a state dict holding a NaN or an infinity."""
+    return [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
 def load_model(path: str | Path, device: str = "cpu") -> tuple[Segmenter, dict[str, Any]]:
     """Rebuild a saved segmenter in eval mode; return it and its saved record (sans weights)."""
     path = Path(path)
@@ -41,6 +48,12 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[Segmenter, dict[s
         raise ValueError(
             f"{path}: not a mentoring model file (expected arch, classes and "
             f"state_dict; see mentoring.models.store.save_model)"
+        )
+    bad = non_finite(blob["state_dict"]) if isinstance(blob["state_dict"], dict) else []
+    if bad:  # a diverged training: its predictions are NaN, no metric or gate may use them
+        raise ValueError(
+            f"{path}: weights {bad[:5]} hold NaN or infinite values (a diverged training); "
+            f"this model cannot be evaluated, promoted or used: retrain it with a lower lr"
         )
     try:
         model = Segmenter(**blob["arch"])

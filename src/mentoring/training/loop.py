@@ -30,6 +30,7 @@ from torch import nn
 from mentoring.config import TrainParams
 from mentoring.data.batch import Batch
 from mentoring.io import write_with
+from mentoring.models.store import non_finite
 from mentoring.runtime import autocast
 from mentoring.training import distributed
 
@@ -100,6 +101,41 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     write_with(path, lambda tmp: torch.save(state, tmp))
 
 
+class DivergedError(RuntimeError):
+    """The training loss or a weight became NaN or infinite: the stage fails, writing no model."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from: corrupt, truncated, or not plain data."""
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
+    """The state a checkpoint holds, read with ``weights_only=True``: tensors, dicts, lists and
+    numbers only, so a crafted file on a shared checkpoint volume cannot run code when it is
+    unpickled. Everything the loop saves is such data (the epoch streams are re-seeded from
+    ``(seed, epoch)``, so no RNG object is saved).
+
+    Raises:
+        CheckpointError: naming the file and how to start over.
+    """
+    start_over = "delete it, or run again with --no-resume, to train from the first epoch"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises several types: UnpicklingError, RuntimeError, EOF
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: cannot be read as plain training state (corrupt, truncated, "
+            f"or holding objects that could run code: {first}); {start_over}"
+        ) from None
+    keys = {"epoch", "modules", "optimizer", "scheduler", "history", "fingerprint"}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise CheckpointError(
+            f"checkpoint {path}: not a training checkpoint (expected the keys {sorted(keys)}); "
+            f"{start_over}"
+        )
+    return state
+
+
 def train(
     modules: nn.Module,
     source: BatchSource,
@@ -157,7 +193,7 @@ def train(
     if checkpoint is not None:
         distributed.barrier()  # rank 0 may be removing it (--no-resume)
         if checkpoint.exists():
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            state = load_checkpoint(checkpoint, device)
             if state.get("fingerprint") == fingerprint_value:
                 modules.load_state_dict(state["modules"])
                 opt.load_state_dict(state["optimizer"])
@@ -193,11 +229,20 @@ def train(
                 with autocast(device, precision):
                     loss, parts = step(batch, (epoch * steps + b) / total_steps)
                 n = batch.images.shape[0]
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    # before the update: no NaN reaches the weights, the checkpoint or a model
+                    raise DivergedError(
+                        f"{description}: the training loss is {value} at epoch {epoch + 1}/"
+                        f"{cfg.epochs}, step {b + 1}/{steps}: training diverged and no model "
+                        f"was written; the usual cause is a learning rate too high for this "
+                        f"model (lr {cfg.lr:g}, schedule {cfg.lr_schedule}): lower it"
+                    )
                 opt.zero_grad(set_to_none=True)
                 (loss * distributed.shard_weight(n, batch.global_size)).backward()
                 opt.step()
                 sched.step()
-                total += float(loss.detach()) * n
+                total += value * n
                 seen += n
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v * n
@@ -236,4 +281,11 @@ def train(
                 )
             if on_epoch:
                 on_epoch(history)
+    # a finite loss can still leave an overflowed weight behind (the last step's update)
+    bad = non_finite(modules.state_dict())
+    if bad:
+        raise DivergedError(
+            f"{description}: weights {bad[:5]} are not finite after epoch {cfg.epochs}: training "
+            f"diverged and no model was written; lower the learning rate (lr {cfg.lr:g})"
+        )
     return history

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -265,3 +266,33 @@ def test_tied_timestamps_resolve_the_same_whatever_the_file_order(tasks: MiningT
     assert np.array_equal(one.targets, two.targets)
     assert np.array_equal(one.annotated, two.annotated)
     assert len(rep1.conflicts) == len(rep2.conflicts) == 1
+
+
+def test_naive_and_aware_timestamps_are_compared_as_utc(tasks: MiningTasks, tmp_path: Path) -> None:
+    # a naive timestamp is read as UTC: no TypeError when it meets an aware one in a conflict
+    naive = _item("img-a", [("img-a/scratch/0", "healthy", None)], operator="op-naive")
+    data = json.loads(dump(_file(naive)))
+    data["items"][0]["timestamp"] = (T0 + timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    aware = _item("img-a", [("img-a/scratch/0", "defect", None)], operator="op-aware")
+    (tmp_path / "b.json").write_text(dump(_file(aware)))
+    files = load_feedback_files([tmp_path / "a.json", tmp_path / "b.json"])
+    assert files[0][1].items[0].timestamp == T0 + timedelta(hours=1)
+    labels, report = build_partial_labels(tasks, files)
+    assert len(report.conflicts) == 1 and "op-naive" in report.conflicts[0]
+    assert not labels.targets[0, SCRATCH].any()  # the naive record, an hour newer in UTC, won
+
+
+def test_future_timestamp_is_refused_naming_file_item_and_image(tasks: MiningTasks) -> None:
+    now = T0 + timedelta(days=1)
+    ok = _item("img-a", [("img-a/scratch/0", "defect", None)], ts=now + timedelta(minutes=4))
+    future = _item("img-b", [("img-b/stain/0", "healthy", None)], ts=now + timedelta(days=365))
+    # within the skew: imported
+    build_partial_labels(tasks, [(Path("ops.json"), _file(ok))], now=now)
+    with pytest.raises(FeedbackError, match=r"ops\.json: item 1 \(image 'img-b'") as exc:
+        build_partial_labels(tasks, [(Path("ops.json"), _file(ok, future))], now=now)
+    assert "clock skew" in str(exc.value)
+    # the tolerance is the caller's
+    build_partial_labels(
+        tasks, [(Path("ops.json"), _file(future))], now=now, max_skew=timedelta(days=400)
+    )

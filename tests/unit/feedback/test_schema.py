@@ -161,3 +161,27 @@ def test_streamed_tasks_read_back_one_image_a_line(tmp_path: Path, n_images: int
     items = [json.loads(ln) for ln in lines if ln.startswith('{"image_id"')]
     # each image whole (id, path, areas) on a line of its own, in order
     assert items == [im.model_dump(mode="json", by_alias=True) for im in tasks.images]
+
+
+def test_non_utf8_file_names_the_file_and_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"schema_version": 1,\n "items": [{"operator": "J\xe9r\xf4me"}]}')
+    with pytest.raises(FeedbackError, match=r"latin1\.json: not UTF-8") as exc:
+        read_feedback(path)
+    assert "byte offset 48" in str(exc.value) and "line 2" in str(exc.value)
+
+
+def test_too_deeply_nested_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(FeedbackError, match=r"deep\.json: .*nested deeper"):
+        read_feedback(path)
+    with pytest.raises(FeedbackError, match=r"deep\.json"):
+        read_tasks(path)
+
+
+def test_invalid_item_names_its_index_and_image(tmp_path: Path) -> None:
+    data = json.loads(dump(_feedback()))
+    data["items"][0]["timestamp"] = "yesterday"
+    with pytest.raises(FeedbackError, match=r"items\.0\.timestamp \(image "):
+        read_feedback(_write(tmp_path, data))

@@ -161,3 +161,27 @@ def test_load_weights_not_matching_arch_names_it(tmp_path: Path) -> None:
     save_model(path, model, {"in_channels": 1, "n_classes": 3, "width": 4, "depth": 1}, ("a", "b"))
     with pytest.raises(ValueError, match=r"mismatch\.pt.*do not match"):
         load_model(path)
+
+
+def test_a_model_file_with_a_nan_weight_is_refused(tmp_path: Path) -> None:
+    """What evaluate, mining and the training stages load: a diverged model never scores."""
+    arch = {"in_channels": 1, "n_classes": 2, "width": 4, "depth": 1, "stride": 8}
+    model = Segmenter(**arch)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    path = tmp_path / "nan.pt"
+    save_model(path, model, arch, ("a", "b"))
+    with pytest.raises(ValueError, match="NaN or infinite") as exc:
+        load_model(path)
+    assert str(path) in str(exc.value)
+
+
+def test_predict_refuses_non_finite_outputs() -> None:
+    from mentoring.evaluation import predict
+
+    model = Segmenter(in_channels=1, n_classes=2, width=4, depth=1, stride=8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("inf"))
+    with pytest.raises(ValueError, match=r"NaN or infinite values on images 0\.\.2"):
+        predict(model, torch.zeros(2, 1, 16, 16, dtype=torch.uint8))
