@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+import numpy as np
+from PIL import Image
 
 from mentoring.feedback.schema import MiningTasks, ModelRef, TaskArea, TaskImage
 
@@ -46,3 +50,17 @@ def make_tasks(
             for i, areas in images.items()
         ],
     )
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 array (a camera image or a class-index mask)."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(array: np.ndarray) -> bytes:
+    """JPEG bytes of a uint8 array."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG")
+    return buf.getvalue()

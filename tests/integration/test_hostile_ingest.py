@@ -9,7 +9,6 @@ nothing is lost. Each test adds its figures to ``results/reliability.json``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
@@ -21,7 +20,6 @@ import boto3
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from mentoring.cli import app
@@ -31,6 +29,8 @@ from mentoring.data.images import QUARANTINE_KINDS, RETRIED_KINDS
 from mentoring.data.ingest import IngestError, ingest_batch
 from mentoring.data.manifest import read_manifest
 from mentoring.io import write_json
+from tests.factories import jpeg_bytes as _jpeg
+from tests.factories import png_bytes as _png
 from tests.servers import FaultProxy, aws_client_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,18 +42,6 @@ def record(area: str, figures: dict[str, Any]) -> None:
     report = json.loads(RELIABILITY.read_text()) if RELIABILITY.exists() else {}
     report[area] = figures
     write_json(RELIABILITY, report)
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 def _claimed_size(png: bytes, width: int, height: int) -> bytes:

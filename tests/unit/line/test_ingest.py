@@ -8,7 +8,6 @@ left untouched, and the result passes the manifest suite.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -24,6 +23,8 @@ from mentoring.line.generate import generate_line
 from mentoring.line.ingest import IngestError, ingest_line
 from mentoring.line.preview import contact_sheet
 from mentoring.validation import check_manifest
+from tests.factories import jpeg_bytes as _jpeg
+from tests.factories import png_bytes as _png
 
 PARAMS = parse_params({"base": {"profile": "tiny"}})
 
@@ -34,18 +35,6 @@ def _digest(folder: Path) -> str:
         if p.is_file():
             h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
     return h.hexdigest()
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 #: file (under original/train/) -> the quarantine kind it must get
